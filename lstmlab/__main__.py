@@ -1,0 +1,3 @@
+from lstmlab.cli import app
+
+app(prog_name="lstmlab")

@@ -1,0 +1,86 @@
+"""Kernels for one LSTM layer over a whole sequence, chosen by name.
+
+Every backend computes the same function (gate order i, f, g, o, as torch.nn.LSTM):
+
+    lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> (y, h_T, c_T)
+
+    x      (T, B, I)        input sequence, time-major
+    h0, c0 (B, H)           initial state
+    w_ih   (4H, I)          input-to-hidden weights, rows [i | f | g | o]
+    w_hh   (4H, H)          hidden-to-hidden weights
+    b_ih, b_hh (4H,) | None biases (both None when bias=False)
+    y      (T, B, H)        hidden state at every step; h_T, c_T (B, H) the final state
+
+`reference` is the slow twin every faster backend is tested against.
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from typing import Callable
+
+# name -> "module:function"; modules are imported on first use so that importing lstmlab stays cheap
+# and a backend whose dependency is missing (triton) only fails when it is asked for.
+BACKENDS: dict[str, str] = {
+    "reference": "lstmlab.kernels.reference:lstm_layer",
+    "fused": "lstmlab.kernels.fused:lstm_layer",
+    "triton": "lstmlab.kernels.triton_lstm:lstm_layer",
+}
+BACKEND_NAMES = ("auto", *BACKENDS)
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend exists but cannot run here (missing dependency, wrong device)."""
+
+
+def available(name: str, device_type: str) -> bool:
+    """Whether backend `name` can run on a device of type `device_type` ("cpu", "cuda")."""
+    if name == "reference":
+        return True
+    if name == "fused":
+        return device_type in ("cpu", "cuda")
+    if name == "triton":
+        if device_type != "cuda":
+            return False
+        try:
+            importlib.import_module("triton")
+        except ImportError:
+            return False
+        return True
+    raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(BACKEND_NAMES)}")
+
+
+def resolve(name: str, device_type: str) -> str:
+    """Turn a requested backend name into the one that will run.
+
+    An explicit name that cannot run here raises; only `auto` falls back, and it says so.
+    """
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(BACKEND_NAMES)}")
+    if name != "auto":
+        if not available(name, device_type):
+            raise BackendUnavailable(f"LSTM backend {name!r} cannot run on device type {device_type!r}")
+        return name
+    preferred = ("triton", "fused") if device_type == "cuda" else ("fused",)
+    for candidate in preferred:
+        if candidate in BACKENDS and available(candidate, device_type) and _importable(candidate):
+            return candidate
+    warnings.warn(f"no fast LSTM backend for device type {device_type!r}; falling back to 'reference'")
+    return "reference"
+
+
+def _importable(name: str) -> bool:
+    try:
+        get(name)
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+def get(name: str) -> Callable:
+    """The layer function of a concrete backend (not `auto`)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(BACKENDS)}")
+    module_name, function_name = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module_name), function_name)
