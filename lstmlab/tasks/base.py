@@ -1,0 +1,112 @@
+"""What every sequence task provides.
+
+A task is a class with a pydantic `Config` (its own keys, plus the split sizes and data seed shared by
+all), and methods to generate the splits, state the trivial baselines, and score a model's output.
+Datasets on disk are written and verified by `lstmlab.tasks.datasets`; a task never touches files.
+
+Shapes: `inputs` are (N, T) int64 tokens or (N, T, D) float32 values. The model reads every step;
+its head answers at the last step (`readout="last"`: output (B, C)) or at every step
+(`readout="every"`: output (B, T, C)).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+SPLITS = ("train", "val", "test")
+
+
+class TaskConfig(BaseModel):
+    """Keys every task has. A task's own Config subclasses this and adds its keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="Task registry name.")
+    n_train: int = Field(10_000, ge=1, description="Sequences (or windows) in the training split.")
+    n_val: int = Field(1_000, ge=1, description="Sequences in the validation split.")
+    n_test: int = Field(1_000, ge=1, description="Sequences in the test split.")
+    seed: int = Field(1234, ge=0, description="Seed of the data generator (independent of train.seed).")
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """What a model needs to know to fit a task's data."""
+
+    input_kind: Literal["real", "tokens"]
+    input_size: int  # features per step (real) or vocabulary size (tokens)
+    output_size: int  # regression outputs or number of classes
+    readout: Literal["last", "every"]
+
+
+Splits = dict[str, dict[str, np.ndarray]]  # split -> array name -> array; every split has "inputs", "targets"
+
+
+class Task(ABC):
+    """A sequence task, bound to one config."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[TaskConfig]]
+    metric: ClassVar[str]  # headline test metric, a column of metrics.csv
+    higher_is_better: ClassVar[bool]
+    loss_kind: ClassVar[Literal["mse", "cross_entropy"]]
+
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def generate(self) -> tuple[Splits, dict[str, Any]]:
+        """Make every split from `cfg.seed` alone; also return task info (JSON-able, e.g. a vocabulary)."""
+
+    @abstractmethod
+    def spec(self, info: dict[str, Any]) -> TaskSpec:
+        """Input/output sizes and readout, given the info `generate` returned."""
+
+    @abstractmethod
+    def baselines(self, splits: Splits, info: dict[str, Any]) -> dict[str, float]:
+        """The headline metric of trivial predictors on the test split. Must contain "trivial"."""
+
+    def solve_threshold(self, baselines: dict[str, float]) -> float:
+        """A run whose test metric beats this counts as having solved the task."""
+        trivial = baselines["trivial"]
+        return 0.1 * trivial if not self.higher_is_better else trivial + 0.9 * (1.0 - trivial)
+
+    # -- scoring (tensors) --------------------------------------------------------------------------
+    def loss(self, output, batch):
+        """Mean training loss of one batch (a scalar tensor)."""
+        import torch.nn.functional as F
+
+        target = batch["targets"]
+        if self.loss_kind == "mse":
+            return F.mse_loss(output.float(), target.float())
+        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), target.reshape(-1))
+
+    def score(self, output, batch) -> dict[str, tuple[float, float]]:
+        """Sums and counts of each metric over one batch, so that evaluation over many batches is exact.
+
+        Always includes "loss"; includes `self.metric`.
+        """
+        import torch.nn.functional as F
+
+        target = batch["targets"]
+        out = output.float()
+        if self.loss_kind == "mse":
+            total = F.mse_loss(out, target.float(), reduction="sum").item()
+            n = target.numel()
+            scores = {"loss": (total, n)}
+            if self.metric == "mse":
+                scores["mse"] = (total, n)
+            return scores
+        logits = out.reshape(-1, out.shape[-1])
+        flat = target.reshape(-1)
+        total = F.cross_entropy(logits, flat, reduction="sum").item()
+        correct = (logits.argmax(-1) == flat).sum().item()
+        n = flat.numel()
+        return {"loss": (total, n), "accuracy": (correct, n)}

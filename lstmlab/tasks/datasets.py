@@ -1,0 +1,151 @@
+"""Dataset folders: writing them deterministically and refusing ones that were changed.
+
+Layout of one dataset, `<data-dir>/<task>-<hash>/`, where <hash> is the first 10 hex digits of the
+sha256 of the task config (canonical JSON):
+
+    train-inputs.npy  train-targets.npy  val-...  test-...   one .npy per split and array
+    meta.json         task config, sizes, sha256 of every file, baselines, metric, task info
+
+The same task config gives byte-identical files: arrays come from the config's seed alone, .npy holds
+no timestamps, and meta.json is written with sorted keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lstmlab.errors import DataError
+from lstmlab.tasks import SPLITS, TaskConfig, TaskSpec, make_task
+
+FORMAT_VERSION = 1
+
+
+def config_hash(cfg: TaskConfig) -> str:
+    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:10]
+
+
+def dataset_dir(cfg: TaskConfig, data_dir: str | Path) -> Path:
+    return Path(data_dir) / f"{cfg.name}-{config_hash(cfg)}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def regenerate_hint(cfg: TaskConfig, folder: Path) -> str:
+    sets = " ".join(f"--set task.{k}={v}" for k, v in cfg.model_dump(mode="json").items() if k != "name")
+    return (
+        f"delete {folder} and regenerate it with `lstmlab generate-data --task {cfg.name} {sets} "
+        f"--data-dir {folder.parent}`"
+    )
+
+
+def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False) -> Path:
+    """Write the dataset of `cfg` under `data_dir` and return its folder.
+
+    An existing complete folder is verified and kept; a changed one raises DataError (never overwritten
+    unless `force`). The folder appears whole or not at all: it is written beside and renamed in place.
+    """
+    folder = dataset_dir(cfg, data_dir)
+    if folder.exists() and not force:
+        verify(cfg, folder)
+        return folder
+    task = make_task(cfg)
+    splits, info = task.generate()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        files = {}
+        for split in SPLITS:
+            for array_name, array in sorted(splits[split].items()):
+                name = f"{split}-{array_name}.npy"
+                np.save(staging / name, np.ascontiguousarray(array), allow_pickle=False)
+                files[name] = _sha256(staging / name)
+        baselines = task.baselines(splits, info)
+        meta = {
+            "format": FORMAT_VERSION,
+            "task": cfg.name,
+            "config": cfg.model_dump(mode="json"),
+            "config_hash": config_hash(cfg),
+            "seq_len": getattr(cfg, "seq_len", None),
+            "sizes": {split: int(len(splits[split]["inputs"])) for split in SPLITS},
+            "files": files,
+            "metric": task.metric,
+            "higher_is_better": task.higher_is_better,
+            "baselines": baselines,
+            "solve_threshold": task.solve_threshold(baselines),
+            "info": info,
+        }
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        if folder.exists():  # force: replace the old folder only once the new one is complete
+            shutil.rmtree(folder)
+        os.replace(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder
+
+
+def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
+    """Check a dataset folder against its meta.json and the expected config; return the meta."""
+    meta_path = folder / "meta.json"
+    if not meta_path.exists():
+        raise DataError(f"dataset {folder} has no meta.json (incomplete or not a dataset); {regenerate_hint(cfg, folder)}")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{meta_path} is not valid JSON ({e}); {regenerate_hint(cfg, folder)}") from None
+    if meta.get("config") != cfg.model_dump(mode="json"):
+        raise DataError(f"{meta_path} was written for another task config; {regenerate_hint(cfg, folder)}")
+    for name, expected in sorted(meta.get("files", {}).items()):
+        path = folder / name
+        if not path.exists():
+            raise DataError(f"dataset file {path} is missing; {regenerate_hint(cfg, folder)}")
+        if _sha256(path) != expected:
+            raise DataError(
+                f"dataset file {path} was changed or truncated (sha256 differs from meta.json); "
+                f"{regenerate_hint(cfg, folder)}"
+            )
+    return meta
+
+
+@dataclass
+class Dataset:
+    folder: Path
+    meta: dict[str, Any]
+    spec: TaskSpec
+    splits: dict[str, dict[str, np.ndarray]]
+
+
+def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True, log=print) -> Dataset:
+    """Load (generating first if missing and allowed) and verify the dataset of `cfg`."""
+    folder = dataset_dir(cfg, data_dir)
+    if not folder.exists():
+        if not generate_missing:
+            raise DataError(f"dataset {folder} does not exist; generate it with `lstmlab generate-data`")
+        log(f"generating dataset {folder} ...")
+        generate(cfg, data_dir)
+    meta = verify(cfg, folder)
+    splits: dict[str, dict[str, np.ndarray]] = {split: {} for split in SPLITS}
+    for name in meta["files"]:
+        split, array_name = name.removesuffix(".npy").split("-", 1)
+        try:
+            splits[split][array_name] = np.load(folder / name, allow_pickle=False)
+        except ValueError as e:
+            raise DataError(f"dataset file {folder / name} cannot be read ({e}); {regenerate_hint(cfg, folder)}") from None
+    spec = make_task(cfg).spec(meta["info"])
+    return Dataset(folder=folder, meta=meta, spec=spec, splits=splits)
