@@ -59,12 +59,29 @@ def _reset_uniform(module: nn.Module, hidden_size: int) -> None:
         nn.init.uniform_(parameter, -bound, bound)
 
 
-def _check_input_dtype(input: Tensor, weight: Tensor) -> None:
+def _checked_state(
+    input: Tensor, hx: State | None, weight: Tensor, input_size: int, expected: tuple[int, ...], label: str
+) -> State:
+    """Check input dtype, feature size and the state's shape (torch's messages); zeros when hx is None.
+
+    `expected` is the shape each of h and c must have; `label` names them in messages ("hx", "hidden").
+    """
     if input.dtype != weight.dtype:
         raise ValueError(
             f"input dtype ({input.dtype}) does not match weight dtype ({weight.dtype}). "
             f"Convert input: input.to({weight.dtype}), or convert model: model.to({input.dtype})"
         )
+    if input.size(-1) != input_size:
+        raise RuntimeError(
+            f"input.size(-1) must be equal to input_size. Expected {input_size}, got {input.size(-1)}"
+        )
+    if hx is None:
+        zeros = torch.zeros(expected, dtype=input.dtype, device=input.device)
+        return zeros, zeros
+    for idx, value in enumerate(hx):
+        if value.shape != expected:
+            raise RuntimeError(f"Expected {label}[{idx}] size {expected}, got {list(value.shape)}")
+    return hx
 
 
 class LSTMCell(nn.Module):
@@ -119,25 +136,16 @@ class LSTMCell(nn.Module):
         if hx is not None:
             for idx, value in enumerate(hx):
                 if value.dim() not in (1, 2):
-                    raise ValueError(f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead")
+                    raise ValueError(
+                        f"LSTMCell: Expected hx[{idx}] to be 1D or 2D, got {value.dim()}D instead"
+                    )
         batched = input.dim() == 2
         if not batched:
             input = input.unsqueeze(0)  # (I,) -> (1, I)
             if hx is not None:
                 hx = (hx[0].unsqueeze(0), hx[1].unsqueeze(0))
-        _check_input_dtype(input, self.weight_ih)
-        if input.size(1) != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.size(1)}"
-            )
-        expected = (input.size(0), self.hidden_size)
-        if hx is None:
-            zeros = torch.zeros(expected, dtype=input.dtype, device=input.device)
-            hx = (zeros, zeros)
-        else:
-            for idx, value in enumerate(hx):
-                if value.shape != expected:
-                    raise RuntimeError(f"Expected hx[{idx}] size {expected}, got {list(value.shape)}")
+        expected = (input.size(0), self.hidden_size)  # (B, H)
+        hx = _checked_state(input, hx, self.weight_ih, self.input_size, expected, "hx")
         h, c = lstm_cell(input, hx[0], hx[1], self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
         if not batched:
             h, c = h.squeeze(0), c.squeeze(0)
@@ -296,21 +304,10 @@ class LSTM(nn.Module):
             )
 
         x = input.transpose(0, 1) if self.batch_first else input  # (T, B, I): kernels are time-major
-        _check_input_dtype(x, self.weight_ih_l0)
-        if x.size(-1) != self.input_size:
-            raise RuntimeError(
-                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {x.size(-1)}"
-            )
         if x.size(0) == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         expected = (self.num_layers, x.size(1), self.hidden_size)  # (L, B, H)
-        if hx is None:
-            zeros = torch.zeros(expected, dtype=x.dtype, device=x.device)
-            hx = (zeros, zeros)
-        else:
-            for idx, value in enumerate(hx):
-                if value.shape != expected:
-                    raise RuntimeError(f"Expected hidden[{idx}] size {expected}, got {list(value.shape)}")
+        hx = _checked_state(x, hx, self.weight_ih_l0, self.input_size, expected, "hidden")
 
         layer_fn = self._layer_function(x.device.type)
         h_n, c_n = [], []
