@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from lstmlab.tasks.adding import AddingTask
 from lstmlab.tasks.base import SPLITS, Task, TaskConfig, TaskSpec
+from lstmlab.tasks.charlm import CharLMTask
+from lstmlab.tasks.copy import CopyTask
+from lstmlab.tasks.embedded_reber import EmbeddedReberTask
+from lstmlab.tasks.mackey_glass import MackeyGlassTask
+from lstmlab.tasks.temporal_order import TemporalOrderTask
 
 TASKS: dict[str, type[Task]] = {
     AddingTask.name: AddingTask,
+    CopyTask.name: CopyTask,
+    TemporalOrderTask.name: TemporalOrderTask,
+    EmbeddedReberTask.name: EmbeddedReberTask,
+    CharLMTask.name: CharLMTask,
+    MackeyGlassTask.name: MackeyGlassTask,
 }
 
 

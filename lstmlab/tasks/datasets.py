@@ -4,7 +4,9 @@ Layout of one dataset, `<data-dir>/<task>-<hash>/`, where <hash> is the first 10
 sha256 of the task config (canonical JSON):
 
     train-inputs.npy  train-targets.npy  val-...  test-...   one .npy per split and array
-    meta.json         task config, sizes, sha256 of every file, baselines, metric, task info
+    meta.json         task config, sizes, sha256 of every file, baselines, metric, task info, and
+                      meta_sha256: the sha256 of meta.json's own content (canonical JSON without that
+                      key), so that an edit to meta.json — a baseline, a checksum — is caught too
 
 The same task config gives byte-identical files: arrays come from the config's seed alone, .npy holds
 no timestamps, and meta.json is written with sorted keys.
@@ -26,7 +28,7 @@ import numpy as np
 from lstmlab.errors import DataError
 from lstmlab.tasks import SPLITS, TaskConfig, TaskSpec, make_task
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: meta.json carries meta_sha256
 
 
 def config_hash(cfg: TaskConfig) -> str:
@@ -44,6 +46,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _meta_checksum(meta: dict[str, Any]) -> str:
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def regenerate_hint(cfg: TaskConfig, folder: Path) -> str:
@@ -90,6 +97,7 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False) -> P
             "solve_threshold": task.solve_threshold(baselines),
             "info": info,
         }
+        meta["meta_sha256"] = _meta_checksum(meta)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         if folder.exists():  # force: replace the old folder only once the new one is complete
             shutil.rmtree(folder)
@@ -104,11 +112,23 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
     """Check a dataset folder against its meta.json and the expected config; return the meta."""
     meta_path = folder / "meta.json"
     if not meta_path.exists():
-        raise DataError(f"dataset {folder} has no meta.json (incomplete or not a dataset); {regenerate_hint(cfg, folder)}")
+        raise DataError(
+            f"dataset {folder} has no meta.json (incomplete or not a dataset); {regenerate_hint(cfg, folder)}"
+        )
     try:
         meta = json.loads(meta_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(f"{meta_path} is not valid JSON ({e}); {regenerate_hint(cfg, folder)}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise DataError(
+            f"{meta_path} has dataset format {found!r}, this lstmlab reads format {FORMAT_VERSION}; "
+            f"{regenerate_hint(cfg, folder)}"
+        )
+    if meta.get("meta_sha256") != _meta_checksum(meta):
+        raise DataError(
+            f"{meta_path} was changed (its content no longer matches its meta_sha256); {regenerate_hint(cfg, folder)}"
+        )
     if meta.get("config") != cfg.model_dump(mode="json"):
         raise DataError(f"{meta_path} was written for another task config; {regenerate_hint(cfg, folder)}")
     for name, expected in sorted(meta.get("files", {}).items()):
@@ -146,6 +166,7 @@ def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True
         try:
             splits[split][array_name] = np.load(folder / name, allow_pickle=False)
         except ValueError as e:
-            raise DataError(f"dataset file {folder / name} cannot be read ({e}); {regenerate_hint(cfg, folder)}") from None
+            hint = regenerate_hint(cfg, folder)
+            raise DataError(f"dataset file {folder / name} cannot be read ({e}); {hint}") from None
     spec = make_task(cfg).spec(meta["info"])
     return Dataset(folder=folder, meta=meta, spec=spec, splits=splits)
