@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 # name -> "module:function"; modules are imported on first use so that importing lstmlab stays cheap
 # and a backend whose dependency is missing (triton) only fails when it is asked for.
@@ -66,7 +66,7 @@ def resolve(name: str, device_type: str) -> str:
     for candidate in preferred:
         if candidate in BACKENDS and available(candidate, device_type) and _importable(candidate):
             return candidate
-    warnings.warn(f"no fast LSTM backend for device type {device_type!r}; falling back to 'reference'")
+    warnings.warn(f"no fast LSTM backend for device type {device_type!r}; falling back to 'reference'", stacklevel=3)
     return "reference"
 
 

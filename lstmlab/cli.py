@@ -1,0 +1,208 @@
+"""The `lstmlab` command: thin commands that parse, call the library and render with rich.
+
+torch is imported inside the commands, never at module level, so `lstmlab --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="lstmlab",
+    help="Train LSTM, GRU and RNN models on sequence tasks and compare them with error bars.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+CONFIG_PANEL = "Config"
+OUTPUT_PANEL = "Output"
+RUN_PANEL = "Running"
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", metavar="KEY=VALUE", help="Override a config key (dotted; YAML scalar value).",
+                 rich_help_panel=CONFIG_PANEL),
+]
+RunsDir = Annotated[Path, typer.Option(help="Where run folders land.", rich_help_panel=OUTPUT_PANEL)]
+DataDir = Annotated[Path, typer.Option(help="Where datasets are generated and read.", rich_help_panel=OUTPUT_PANEL)]
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def user_errors(command):
+    """Bad input ends the command with its one-line message on stderr and exit code 2, no traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        from lstmlab.errors import UserError
+
+        try:
+            return command(*args, **kwargs)
+        except UserError as e:
+            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True)
+            raise typer.Exit(2) from None
+        except ValueError as e:  # registries and kernels raise ValueError naming the valid choices
+            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command(rich_help_panel="Experiments")
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)],
+    set_: SetOption = None,
+    sweep: Annotated[
+        list[str] | None,
+        typer.Option("--sweep", metavar="KEY=V1,V2", help="Sweep a key over values (replaces the config's axis).",
+                     rich_help_panel=CONFIG_PANEL),
+    ] = None,
+    runs_dir: RunsDir = Path("runs"),
+    data_dir: DataDir = Path("data"),
+    print_config: Annotated[
+        bool,
+        typer.Option("--print-config", help="Print the resolved run configs and exit.", rich_help_panel=CONFIG_PANEL),
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start runs over instead of resuming or skipping them.",
+                           rich_help_panel=RUN_PANEL)
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs at a time, in separate processes.",
+                                      rich_help_panel=RUN_PANEL)] = 1,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT_PANEL)
+    ] = False,
+) -> None:
+    """Train every run of CONFIG's sweep (one run folder each), then print the comparison.
+
+    Unfinished runs resume from their checkpoints; completed ones are skipped.
+    """
+    from lstmlab.config import load_config
+
+    cfg = load_config(config, set_ or [], sweep or [])
+    points = list(cfg.runs())
+    console = _console()
+    if print_config:
+        from lstmlab.train import resolve_run
+
+        for i, point in enumerate(points, 1):
+            resolved, _ = resolve_run(point, data_dir, log=lambda m: _console(stderr=True).print(m))
+            console.print(f"# run {i}/{len(points)}")
+            console.print(resolved.dump_yaml(), markup=False)
+        return
+
+    from lstmlab.sweep import run_sweep
+
+    console.print(f"{cfg.experiment}: {len(points)} run(s) of task {cfg.task.name} -> {runs_dir / cfg.experiment}")
+    try:
+        outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
+                             argv=sys.argv, log=console.print)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
+        raise typer.Exit(130) from None
+    counts = {status: [o for o in outcomes if o.status == status] for status in ("completed", "skipped", "failed")}
+    console.print(", ".join(f"{len(v)} {k}" for k, v in counts.items()))
+    for outcome in counts["failed"]:
+        console.print(f"[red]failed[/] {outcome.name}: {outcome.detail}")
+    done = [o.path for o in outcomes if o.status in ("completed", "skipped") and o.path is not None]
+    if done:
+        from lstmlab.compare import compare_runs, render
+
+        console.print(render(compare_runs(done), "table"))
+    if counts["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command("generate-data", rich_help_panel="Experiments")
+@user_errors
+def generate_data(
+    config: Annotated[Path | None, typer.Argument(help="Experiment config whose task to generate.",
+                                                     show_default=False)] = None,
+    task: Annotated[str | None, typer.Option("--task", help="Task name (its defaults; no config needed).",
+                                                rich_help_panel=CONFIG_PANEL)] = None,
+    set_: SetOption = None,
+    data_dir: DataDir = Path("data"),
+    force: Annotated[bool, typer.Option("--force", help="Regenerate even if the dataset exists.")] = False,
+) -> None:
+    """Write a task's dataset: splits, checksums and baselines in <data-dir>/<task>-<hash>/."""
+    import json
+
+    from lstmlab.config import apply_overrides, read_yaml, validate
+    from lstmlab.errors import ConfigError
+    from lstmlab.tasks.datasets import generate
+
+    if (config is None) == (task is None):
+        raise ConfigError("give either a CONFIG file or --task NAME (not both)")
+    raw = read_yaml(config) if config is not None else {"task": {"name": task}}
+    cfg = validate(apply_overrides(raw, set_ or []), source=str(config) if config else "--task")
+    tasks = {p.task.model_dump_json(): p.task for p in cfg.runs()}  # a sweep over task keys: each dataset
+    console = _console()
+    for task_cfg in tasks.values():
+        folder = generate(task_cfg, data_dir, force=force)
+        meta = json.loads((folder / "meta.json").read_text())
+        sizes = ", ".join(f"{k} {v}" for k, v in meta["sizes"].items())
+        baselines = ", ".join(f"{k} {v:.4g}" for k, v in meta["baselines"].items())
+        console.print(f"{folder}: {sizes}; {meta['metric']} baselines: {baselines}")
+
+
+@app.command(rich_help_panel="Analysis")
+@user_errors
+def compare(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders above them.", show_default=False)],
+    by: Annotated[list[str] | None, typer.Option("--by", help="Config key(s) to group by. Default: model.layers.",
+                                                    rich_help_panel=CONFIG_PANEL)] = None,
+    format_: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.",
+                                         rich_help_panel=OUTPUT_PANEL)] = "table",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves and final metrics to FILE "
+                                                 "(needs the [plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
+) -> None:
+    """Group runs by a config key across seeds: mean, spread, confidence intervals, and each step's effect."""
+    from lstmlab.compare import FORMATS, compare_runs, render
+    from lstmlab.errors import UserError
+
+    if format_ not in FORMATS:
+        raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"no such path: {', '.join(missing)}")
+    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)))
+    output = render(comparison, format_)
+    if isinstance(output, str):
+        sys.stdout.write(output if output.endswith("\n") else output + "\n")
+    else:
+        _console().print(output)
+    if plot is not None:
+        from lstmlab.compare import plot as draw
+
+        draw(comparison, plot)
+        _console(stderr=True).print(f"plot written to {plot}")
+
+
+@app.command(rich_help_panel="Checks")
+def verify(
+    dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float64 and/or float32 (default both).")] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda (default every one present).")] = None,
+) -> None:
+    """Check the scratch LSTM against torch.nn.LSTM here: outputs, states and every gradient, per backend."""
+    from lstmlab.verify import all_passed, render
+    from lstmlab.verify import verify as run_verify
+
+    rows = run_verify(devices=device or None, dtypes=tuple(dtype or ("float64", "float32")))
+    _console().print(render(rows))
+    raise typer.Exit(0 if all_passed(rows) else 1)
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()

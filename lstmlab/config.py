@@ -1,0 +1,325 @@
+"""The experiment config: one pydantic schema, YAML loading, `--set` overrides and sweep expansion.
+
+Every key is documented here (the README's config reference is generated from these descriptions).
+Unknown keys are errors: a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from lstmlab.errors import ConfigError
+from lstmlab.tasks import TASKS
+
+
+def _task_union():
+    configs = tuple(cls.Config for cls in TASKS.values())
+    if len(configs) == 1:
+        return configs[0]
+    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 (a tuple of types)
+
+
+TaskConfigUnion = _task_union()
+
+MODEL_TYPES = ("scratch-lstm", "lstm", "gru", "rnn")
+
+
+class ModelConfig(BaseModel):
+    """The network: input encoder -> recurrent core -> head."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["scratch-lstm", "lstm", "gru", "rnn"] = Field(
+        "scratch-lstm",
+        description="Recurrent core: lstmlab's own LSTM (scratch-lstm) or torch.nn's LSTM, GRU, RNN.",
+    )
+    layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
+    hidden_size: int | None = Field(
+        128, ge=1, le=65536, description="Units per recurrent layer. Derived when param_budget is set."
+    )
+    param_budget: int | None = Field(
+        None,
+        ge=1,
+        description="Total parameter count to aim at: hidden_size is derived per type and depth so the "
+        "whole model is as close to it as an integer size allows. null: use hidden_size.",
+    )
+    backend: Literal["auto", "reference", "fused", "triton"] = Field(
+        "auto",
+        description="scratch-lstm only: the kernel. auto picks the fastest correct one for the device "
+        "(and says so when it falls back); the choice is recorded in env.json.",
+    )
+    dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Dropout between recurrent layers (none after the last), as nn.LSTM."
+    )
+    forget_bias: float | None = Field(
+        None,
+        description="LSTM types: initial value of the forget-gate bias (b_if + b_hf), applied the same "
+        "way to scratch-lstm and lstm. null: PyTorch's default init.",
+    )
+    nonlinearity: Literal["tanh", "relu"] = Field("tanh", description="rnn only: the cell's nonlinearity.")
+    embedding_dim: int | None = Field(
+        None, ge=1, description="Token tasks: embedding size. null: equal to hidden_size."
+    )
+    tie_weights: bool = Field(
+        False,
+        description="Token tasks that predict tokens: share the embedding and output matrices "
+        "(needs embedding_dim equal to hidden_size).",
+    )
+
+
+class TrainConfig(BaseModel):
+    """The training recipe."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, ge=0, description="Seed of model init, batch order and dropout.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
+    dtype: Literal["float32", "float64"] = Field("float32", description="Parameter and compute dtype.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: autocast matmuls to bfloat16 (CUDA only; parameters stay float32)."
+    )
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch. null: torch's default.")
+    steps: int = Field(2000, ge=1, description="Optimizer steps: the training budget.")
+    batch_size: int = Field(64, ge=1, description="Sequences per optimizer step.")
+    eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every N steps.")
+    eval_batch_size: int = Field(512, ge=1, description="Sequences per batch when evaluating.")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
+    lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw).")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="sgd and rmsprop: momentum.")
+    grad_clip: float | None = Field(
+        1.0, gt=0.0, description="Clip the global gradient norm to this value. null: no clipping."
+    )
+    schedule: Literal["constant", "cosine", "plateau"] = Field(
+        "constant",
+        description="LR schedule: constant; cosine decay to min_lr_ratio·lr over the steps; plateau: "
+        "multiply by plateau_factor after plateau_patience evaluations without improvement.",
+    )
+    warmup_steps: int = Field(0, ge=0, description="Linear LR warm-up steps (constant and cosine).")
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0, description="cosine: final LR as a fraction of lr.")
+    plateau_factor: float = Field(0.5, gt=0.0, lt=1.0, description="plateau: LR multiplier.")
+    plateau_patience: int = Field(2, ge=0, description="plateau: evaluations without improvement to wait.")
+    early_stop_patience: int | None = Field(
+        None, ge=1, description="Stop after this many evaluations without improvement. null: never."
+    )
+
+
+class ExperimentConfig(BaseModel):
+    """A whole experiment: what to learn, with what, how, and which points to sweep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = Field(
+        "default", description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/."
+    )
+    task: TaskConfigUnion = Field(description="The sequence task; `name` picks it, its keys follow.")  # type: ignore[valid-type]
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sweep: dict[str, list[Any]] = Field(
+        default_factory=dict,
+        description="Dotted key -> list of values; one run per point of the cartesian product.",
+    )
+
+    @field_validator("experiment")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError("must be letters, digits, '.', '_' or '-' (it names a folder)")
+        return value
+
+    @model_validator(mode="after")
+    def _sweep_axes_not_empty(self) -> ExperimentConfig:
+        for key, values in self.sweep.items():
+            if not values:
+                raise ValueError(f"sweep axis {key!r} has no values")
+        return self
+
+    def runs(self) -> Iterator[ExperimentConfig]:
+        """One resolved config (sweep applied, `sweep` emptied) per point of the sweep, in order."""
+        raw = self.model_dump(mode="json")
+        axes = list(self.sweep.items())
+        raw.pop("sweep")
+        for values in itertools.product(*(v for _, v in axes)):
+            point = copy.deepcopy(raw)
+            where = []
+            for (key, _), value in zip(axes, values, strict=True):
+                set_dotted(point, key, value)
+                where.append(f"{key}={value}")
+            yield validate(point, source="sweep point " + ", ".join(where))
+
+    def dump_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# -- dotted keys ------------------------------------------------------------------------------------
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is a value, not a section, so {key} cannot be set")
+        node = child
+    node[parts[-1]] = value
+
+
+def get_dotted(raw: dict, key: str) -> Any:
+    node: Any = raw
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def parse_scalar(text: str) -> Any:
+    """A `--set` value is a YAML scalar: 3e-4 -> 0.0003, gru -> 'gru', null -> None, [1, 2] -> list."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value {text!r} as YAML: {str(e).splitlines()[0]}") from None
+
+
+def parse_assignment(text: str, flag: str = "--set") -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
+        raise ConfigError(f"malformed {flag} {text!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
+    return key, value
+
+
+def split_sweep_values(text: str) -> list[Any]:
+    """`--sweep KEY=1,2,3` values: comma-separated YAML scalars."""
+    values = [parse_scalar(v.strip()) for v in text.split(",")]
+    if any(v == "" for v in values):
+        raise ConfigError(f"empty value in sweep list {text!r}")
+    return values
+
+
+# -- validation with messages that name the key -----------------------------------------------------
+
+
+def _schema_keys(model: type[BaseModel]) -> list[str]:
+    return list(model.model_fields)
+
+
+def _loc_to_key(loc: tuple) -> str:
+    parts = [str(p) for p in loc]
+    # a discriminated union puts the tag in the path: task.adding.seq_len -> task.seq_len
+    if len(parts) >= 2 and parts[0] == "task" and parts[1] in TASKS:
+        parts = [parts[0], *parts[2:]]
+    return ".".join(parts)
+
+
+def _section_model(key: str, raw: dict) -> type[BaseModel] | None:
+    parts = key.split(".")[:-1]
+    model: type[BaseModel] = ExperimentConfig
+    for part in parts:
+        if model is ExperimentConfig and part == "task":
+            name = raw.get("task", {}).get("name") if isinstance(raw.get("task"), dict) else None
+            if name not in TASKS:
+                return None
+            model = TASKS[name].Config
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def format_error(error: dict, raw: dict) -> str:
+    key = _loc_to_key(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        section = _section_model(key, raw)
+        valid = f"; valid keys: {', '.join(_schema_keys(section))}" if section else ""
+        return f"{key}: unknown key{valid}"
+    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
+        return f"{key}.name: unknown or missing task name; valid tasks: {', '.join(sorted(TASKS))}"
+    message = error["msg"].removeprefix("Value error, ")
+    if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
+        message += f" (got {error['input']!r})"
+    return f"{key}: {message}"
+
+
+def validate(raw: Any, source: str = "config") -> ExperimentConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections (experiment, task, model, train, sweep)")
+    try:
+        config = ExperimentConfig.model_validate(raw)
+    except ValidationError as e:
+        errors = [format_error(err, raw) for err in e.errors()]
+        raise ConfigError(f"{source}: " + "; ".join(errors)) from None
+    for key in config.sweep:
+        _check_key_exists(key, raw, source)
+    return config
+
+
+def _check_key_exists(key: str, raw: dict, source: str) -> None:
+    section = _section_model(key, raw)
+    last = key.split(".")[-1]
+    if section is None or last not in section.model_fields or key.split(".")[0] == "sweep":
+        raise ConfigError(f"{source}: sweep key {key!r} is not a config key (use dotted keys like model.layers)")
+
+
+# -- loading ----------------------------------------------------------------------------------------
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (experiment, task, model, train, sweep)")
+    return raw
+
+
+def apply_overrides(
+    raw: dict, overrides: tuple[str, ...] | list[str] = (), sweeps: tuple[str, ...] | list[str] = ()
+) -> dict:
+    """Apply `--set KEY=VALUE` and `--sweep KEY=V1,V2` to a raw config dict (a copy is returned).
+
+    `--sweep` replaces the config's axis for that key; `--set` on a swept key pins it (the axis is dropped).
+    """
+    raw = copy.deepcopy(raw)
+    for text in sweeps:
+        key, values = parse_assignment(text, "--sweep")
+        raw.setdefault("sweep", {})
+        if not isinstance(raw["sweep"], dict):
+            raise ConfigError("sweep: expected a mapping of dotted keys to lists")
+        raw["sweep"][key] = split_sweep_values(values)
+    for text in overrides:
+        key, value = parse_assignment(text, "--set")
+        set_dotted(raw, key, parse_scalar(value))
+        if isinstance(raw.get("sweep"), dict):
+            raw["sweep"].pop(key, None)
+    return raw
+
+
+def load_config(
+    path: str | Path, overrides: tuple[str, ...] | list[str] = (), sweeps: tuple[str, ...] | list[str] = ()
+) -> ExperimentConfig:
+    """Read a YAML config, apply overrides, validate. Raises ConfigError naming the key and what is valid."""
+    raw = apply_overrides(read_yaml(path), overrides, sweeps)
+    return validate(raw, source=str(path))
