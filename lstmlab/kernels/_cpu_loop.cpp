@@ -1,0 +1,162 @@
+// The time loops of the fused LSTM layer on CPU, in C++ so that a step costs one GEMM call and one
+// pass over the gates instead of a dozen Python-dispatched tensor ops.
+//
+// Built lazily by lstmlab/kernels/fused.py (torch.utils.cpp_extension.load) and registered as
+// torch.ops.lstmlab_cpu.{forward_loop, backward_loop}. The autograd.Function, the input projection
+// and the weight-gradient GEMMs stay in Python; only the two sequential loops live here.
+//
+// Layout (time-major, contiguous): gates (T, B, 4H), rows [i | f | g | o] as torch.nn.LSTM.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+namespace {
+
+// Rows of the batch per parallel chunk: keeps tiny steps on one thread.
+int64_t grain_rows(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
+
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t x) {
+  return scalar_t(1) / (scalar_t(1) + std::exp(-x));  // σ(x) = 1 / (1 + e^{-x})
+}
+
+// One forward cell over a (B, 4H) block of pre-activations, in place: pre-activations become the
+// activations (i, f, g, o) that the backward needs; c_t and h_t are written.
+template <typename scalar_t>
+void cell_forward(scalar_t* gates, const scalar_t* c_prev, scalar_t* c, scalar_t* h, int64_t batch,
+                  int64_t hidden) {
+  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      scalar_t* gi = gates + b * 4 * hidden;
+      scalar_t* gf = gi + hidden;
+      scalar_t* gg = gi + 2 * hidden;
+      scalar_t* go = gi + 3 * hidden;
+      const scalar_t* cp = c_prev + b * hidden;
+      scalar_t* cb = c + b * hidden;
+      scalar_t* hb = h + b * hidden;
+#pragma omp simd
+      for (int64_t j = 0; j < hidden; ++j) {
+        const scalar_t i = sigmoid(gi[j]);     // i_t = σ(W_ii x_t + W_hi h_{t-1} + b_i)
+        const scalar_t f = sigmoid(gf[j]);     // f_t = σ(W_if x_t + W_hf h_{t-1} + b_f)
+        const scalar_t g = std::tanh(gg[j]);   // g_t = tanh(W_ig x_t + W_hg h_{t-1} + b_g)
+        const scalar_t o = sigmoid(go[j]);     // o_t = σ(W_io x_t + W_ho h_{t-1} + b_o)
+        const scalar_t ct = f * cp[j] + i * g;  // c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        gi[j] = i;
+        gf[j] = f;
+        gg[j] = g;
+        go[j] = o;
+        cb[j] = ct;
+        hb[j] = o * std::tanh(ct);  // h_t = o_t ⊙ tanh(c_t)
+      }
+    }
+  });
+}
+
+// One backward cell. In: activations (B, 4H), c_{t-1}, c_t, dy_t (or null), dh_rec (the gradient
+// reaching h_t through step t+1), dc (the gradient reaching c_t through step t+1). Out: dgates
+// (B, 4H), and dc overwritten with dc_{t-1}.
+template <typename scalar_t>
+void cell_backward(const scalar_t* acts, const scalar_t* c_prev, const scalar_t* c, const scalar_t* dy,
+                   const scalar_t* dh_rec, scalar_t* dc, scalar_t* dgates, int64_t batch, int64_t hidden) {
+  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
+    for (int64_t b = begin; b < end; ++b) {
+      const scalar_t* ai = acts + b * 4 * hidden;
+      const scalar_t* af = ai + hidden;
+      const scalar_t* ag = ai + 2 * hidden;
+      const scalar_t* ao = ai + 3 * hidden;
+      scalar_t* di = dgates + b * 4 * hidden;
+      scalar_t* df = di + hidden;
+      scalar_t* dg = di + 2 * hidden;
+      scalar_t* dout = di + 3 * hidden;
+      const scalar_t* cp = c_prev + b * hidden;
+      const scalar_t* cb = c + b * hidden;
+      const scalar_t* dyb = dy ? dy + b * hidden : nullptr;
+      const scalar_t* dhb = dh_rec + b * hidden;
+      scalar_t* dcb = dc + b * hidden;
+#pragma omp simd
+      for (int64_t j = 0; j < hidden; ++j) {
+        const scalar_t i = ai[j], f = af[j], g = ag[j], o = ao[j];
+        const scalar_t dh = dhb[j] + (dyb ? dyb[j] : scalar_t(0));  // dh_t = dy_t + dgates_{t+1}·W_hh
+        const scalar_t tc = std::tanh(cb[j]);
+        const scalar_t dct = dcb[j] + dh * o * (scalar_t(1) - tc * tc);  // dc_t += dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
+        di[j] = dct * g * i * (scalar_t(1) - i);                         // da_i = dc_t ⊙ g_t ⊙ i_t(1 - i_t)
+        df[j] = dct * cp[j] * f * (scalar_t(1) - f);                     // da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 - f_t)
+        dg[j] = dct * i * (scalar_t(1) - g * g);                         // da_g = dc_t ⊙ i_t ⊙ (1 - g_t²)
+        dout[j] = dh * tc * o * (scalar_t(1) - o);                       // da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 - o_t)
+        dcb[j] = dct * f;                                                // dc_{t-1} = dc_t ⊙ f_t
+      }
+    }
+  });
+}
+
+void check_inputs(const at::Tensor& gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh) {
+  TORCH_CHECK(gates.device().is_cpu(), "lstmlab_cpu: CPU tensors only");
+  TORCH_CHECK(gates.dim() == 3 && gates.is_contiguous(), "lstmlab_cpu: gates must be contiguous (T, B, 4H)");
+  TORCH_CHECK(h0.is_contiguous() && c0.is_contiguous(), "lstmlab_cpu: h0 and c0 must be contiguous");
+  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == gates.size(2), "lstmlab_cpu: w_hh must be (4H, H)");
+  TORCH_CHECK(h0.scalar_type() == gates.scalar_type() && c0.scalar_type() == gates.scalar_type() &&
+                  w_hh.scalar_type() == gates.scalar_type(),
+              "lstmlab_cpu: all tensors must share one dtype");
+}
+
+// gates (T, B, 4H): on entry W_ih x_t + b for every t; on exit the activations [i|f|g|o].
+// Writes y (T, B, H) with h_t and cs (T, B, H) with c_t.
+void forward_loop(at::Tensor gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
+                  at::Tensor y, at::Tensor cs) {
+  check_inputs(gates, h0, c0, w_hh);
+  TORCH_CHECK(y.is_contiguous() && cs.is_contiguous(), "lstmlab_cpu: y and cs must be contiguous");
+  const int64_t steps = gates.size(0), batch = gates.size(1), hidden = gates.size(2) / 4;
+  const at::Tensor w_hh_t = w_hh.t();  // (H, 4H) view: gates_t += h_{t-1} · W_hhᵀ
+  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmlab_forward_loop", [&] {
+    at::Tensor h_prev = h0, c_prev = c0;
+    for (int64_t t = 0; t < steps; ++t) {
+      at::Tensor g_t = gates.select(0, t), c_t = cs.select(0, t), h_t = y.select(0, t);
+      g_t.addmm_(h_prev, w_hh_t);  // a_t = (W_ih x_t + b) + h_{t-1} · W_hhᵀ
+      cell_forward<scalar_t>(g_t.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(), c_t.data_ptr<scalar_t>(),
+                             h_t.data_ptr<scalar_t>(), batch, hidden);
+      h_prev = h_t;
+      c_prev = c_t;
+    }
+  });
+}
+
+// Backward through time. acts (T, B, 4H) the saved activations, cs (T, B, H) the saved c_t, dy (T, B, H)
+// or an empty tensor, dh (B, H) = dL/dh_T on entry and dL/dh_0 on exit, dc likewise for c.
+// Writes dgates (T, B, 4H): dL/d(pre-activation) for every step.
+void backward_loop(const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& c0, const at::Tensor& w_hh,
+                   const at::Tensor& dy, at::Tensor dh, at::Tensor dc, at::Tensor dgates) {
+  check_inputs(acts, dh, dc, w_hh);
+  TORCH_CHECK(dgates.is_contiguous() && cs.is_contiguous() && c0.is_contiguous(),
+              "lstmlab_cpu: dgates, cs and c0 must be contiguous");
+  const bool has_dy = dy.defined() && dy.numel() > 0;
+  TORCH_CHECK(!has_dy || dy.is_contiguous(), "lstmlab_cpu: dy must be contiguous");
+  const int64_t steps = acts.size(0), batch = acts.size(1), hidden = acts.size(2) / 4;
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmlab_backward_loop", [&] {
+    for (int64_t t = steps - 1; t >= 0; --t) {
+      at::Tensor c_prev = t > 0 ? cs.select(0, t - 1) : c0;
+      at::Tensor dg_t = dgates.select(0, t);
+      cell_backward<scalar_t>(acts.select(0, t).data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
+                              cs.select(0, t).data_ptr<scalar_t>(),
+                              has_dy ? dy.select(0, t).data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
+                              dc.data_ptr<scalar_t>(), dg_t.data_ptr<scalar_t>(), batch, hidden);
+      at::mm_out(dh, dg_t, w_hh);  // dh_{t-1} = da_t · W_hh   (B, 4H)·(4H, H)
+    }
+  });
+}
+
+}  // namespace
+
+TORCH_LIBRARY(lstmlab_cpu, m) {
+  m.def("forward_loop(Tensor(a!) gates, Tensor h0, Tensor c0, Tensor w_hh, Tensor(b!) y, Tensor(c!) cs) -> ()");
+  m.def(
+      "backward_loop(Tensor acts, Tensor cs, Tensor c0, Tensor w_hh, Tensor dy, Tensor(a!) dh, Tensor(b!) dc, "
+      "Tensor(c!) dgates) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(lstmlab_cpu, CPU, m) {
+  m.impl("forward_loop", forward_loop);
+  m.impl("backward_loop", backward_loop);
+}

@@ -1,0 +1,302 @@
+"""Parity of the fast LSTM layers with their slow twin (`reference`) and with torch.nn.LSTM.
+
+Every output (y, h_T, c_T) and every gradient (x, h0, c0, w_ih, w_hh, b_ih, b_hh) is compared, in float64
+to 1e-10. The Triton kernels run under Triton's CPU interpreter in a subprocess, so that the interpreter
+flag (read when triton is imported) never leaks into this process.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from lstmlab.kernels import BackendUnavailable, fused, reference
+
+REPO = Path(__file__).resolve().parents[1]
+
+SHAPES = [  # (T, B, I, H)
+    (1, 1, 3, 5),
+    (7, 1, 3, 5),
+    (1, 4, 6, 8),
+    (9, 3, 3, 5),
+    (6, 5, 7, 1),
+    (12, 2, 16, 32),
+]
+
+
+def cpp_available() -> bool:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one-time "compiling" notice
+        return fused.cpp_loops() is not None
+
+
+def loop_param(loop: str):
+    """`cpp` is skipped, with the build error, where the C++ loop cannot be built."""
+    if loop == "cpp" and not cpp_available():
+        pytest.skip(f"C++ loop unavailable: {fused._cpp_state['error']}")
+    return loop
+
+
+def make_inputs(steps, batch, inputs, hidden, dtype=torch.float64, bias=True, seed=0, zero_state=False):
+    """x, h0, c0, w_ih, w_hh, b_ih, b_hh as leaves that require grad (biases None when bias=False)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def leaf(*shape, scale=1.0):
+        return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(dtype).requires_grad_()
+
+    state = (
+        (lambda: torch.zeros(batch, hidden, dtype=dtype, requires_grad=True))
+        if zero_state
+        else (lambda: leaf(batch, hidden))
+    )
+    w_scale = 1.0 / max(hidden, inputs) ** 0.5
+    return [
+        leaf(steps, batch, inputs),
+        state(),
+        state(),
+        leaf(4 * hidden, inputs, scale=w_scale),
+        leaf(4 * hidden, hidden, scale=w_scale),
+        leaf(4 * hidden, scale=0.5) if bias else None,
+        leaf(4 * hidden, scale=0.5) if bias else None,
+    ]
+
+
+def detached(tensors):
+    return [None if t is None else t.detach().clone().requires_grad_() for t in tensors]
+
+
+def outputs_and_grads(layer, tensors, seed=1):
+    """Run the layer, back-propagate fixed random cotangents into y, h_T and c_T; return outputs + grads."""
+    y, h, c = layer(*tensors)
+    g = torch.Generator().manual_seed(seed)
+    cotangents = [torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype) for t in (y, h, c)]
+    torch.autograd.backward([y, h, c], cotangents)
+    return [y.detach(), h.detach(), c.detach()] + [t.grad for t in tensors if t is not None]
+
+
+NAMES = ["y", "h_T", "c_T", "dx", "dh0", "dc0", "dw_ih", "dw_hh", "db_ih", "db_hh"]
+
+
+def assert_close(actual, expected, atol, rtol=0.0):
+    assert len(actual) == len(expected)
+    for name, a, e in zip(NAMES, actual, expected, strict=False):
+        assert a is not None and e is not None, name
+        assert a.shape == e.shape, name
+        torch.testing.assert_close(a.double(), e.double(), atol=atol, rtol=rtol, msg=lambda m, n=name: f"{n}: {m}")
+
+
+def assert_relative(actual, expected, tol):
+    for name, a, e in zip(NAMES, actual, expected, strict=False):
+        err = (a.double() - e.double()).norm() / e.double().norm().clamp_min(1e-30)
+        assert err < tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
+
+
+def fused_layer(loop):
+    return lambda *t: fused.lstm_layer(*t, loop=loop)
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_fused_matches_reference_float64(shape, bias, loop):
+    loop = loop_param(loop)
+    tensors = make_inputs(*shape, bias=bias)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    actual = outputs_and_grads(fused_layer(loop), detached(tensors))
+    assert_close(actual, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (12, 2, 16, 32)])
+def test_fused_matches_nn_lstm_float64(shape, bias, loop):
+    loop = loop_param(loop)
+    steps, batch, inputs, hidden = shape
+    tensors = make_inputs(*shape, bias=bias, seed=3)
+    ours = outputs_and_grads(fused_layer(loop), detached(tensors))
+
+    module = torch.nn.LSTM(inputs, hidden, bias=bias).double()
+    with torch.no_grad():
+        module.weight_ih_l0.copy_(tensors[3])
+        module.weight_hh_l0.copy_(tensors[4])
+        if bias:
+            module.bias_ih_l0.copy_(tensors[5])
+            module.bias_hh_l0.copy_(tensors[6])
+    x, h0, c0 = detached(tensors[:3])
+    theirs = outputs_and_grads(lambda x, h0, c0: _nn_lstm(module, x, h0, c0), [x, h0, c0])
+    params = [module.weight_ih_l0, module.weight_hh_l0] + ([module.bias_ih_l0, module.bias_hh_l0] if bias else [])
+    assert_close(ours, theirs + [p.grad for p in params], atol=1e-10)
+
+
+def _nn_lstm(module, x, h0, c0):
+    y, (h, c) = module(x, (h0.unsqueeze(0), c0.unsqueeze(0)))
+    return y, h[0], c[0]
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (20, 8, 24, 48)])
+def test_fused_float32_matches_float64_reference(shape, loop):
+    loop = loop_param(loop)
+    tensors = make_inputs(*shape, seed=5)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    actual = outputs_and_grads(fused_layer(loop), [t.detach().float().requires_grad_() for t in tensors])
+    assert all(a.dtype == torch.float32 for a in actual)
+    assert_relative(actual, expected, tol=1e-5)
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+@pytest.mark.parametrize("initial_state", [True, False])
+@pytest.mark.parametrize("bias", [True, False])
+def test_stacked_fused_layers_match_nn_lstm(layers, initial_state, bias, loop):
+    """Layer l's y feeds layer l+1, as in nn.LSTM(num_layers=L); without a state both start at zeros."""
+    loop = loop_param(loop)
+    steps, batch, inputs, hidden = 8, 3, 5, 7
+    torch.manual_seed(11)
+    module = torch.nn.LSTM(inputs, hidden, num_layers=layers, bias=bias).double()
+    x = torch.randn(steps, batch, inputs, dtype=torch.float64, requires_grad=True)
+    h0 = torch.randn(layers, batch, hidden, dtype=torch.float64, requires_grad=True)
+    c0 = torch.randn(layers, batch, hidden, dtype=torch.float64, requires_grad=True)
+    cot_y = torch.randn(steps, batch, hidden, dtype=torch.float64)
+    cot_h = torch.randn(layers, batch, hidden, dtype=torch.float64)
+
+    y_ref, (h_ref, _) = module(x, (h0, c0)) if initial_state else module(x)
+    ((y_ref * cot_y).sum() + (h_ref * cot_h).sum()).backward()
+    expected = [y_ref.detach(), h_ref.detach(), x.grad.clone()] + [p.grad.clone() for p in module.parameters()]
+    expected += [h0.grad.clone(), c0.grad.clone()] if initial_state else []
+    for tensor in (x, h0, c0, *module.parameters()):
+        tensor.grad = None
+
+    inp, finals = x, []
+    for layer in range(layers):
+        weights = [getattr(module, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh")]
+        biases = [getattr(module, f"{name}_l{layer}") for name in ("bias_ih", "bias_hh")] if bias else [None, None]
+        state = (
+            (h0[layer], c0[layer])
+            if initial_state
+            else (torch.zeros(batch, hidden, dtype=torch.float64), torch.zeros(batch, hidden, dtype=torch.float64))
+        )
+        inp, h_last, _ = fused.lstm_layer(inp, *state, *weights, *biases, loop=loop)
+        finals.append(h_last)
+    h_ours = torch.stack(finals)
+    ((inp * cot_y).sum() + (h_ours * cot_h).sum()).backward()
+    actual = [inp.detach(), h_ours.detach(), x.grad] + [p.grad for p in module.parameters()]
+    actual += [h0.grad, c0.grad] if initial_state else []
+    for a, e in zip(actual, expected, strict=True):
+        torch.testing.assert_close(a, e, atol=1e-10, rtol=0.0)
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+def test_fused_inference_saves_nothing_and_matches(loop):
+    loop = loop_param(loop)
+    tensors = make_inputs(6, 2, 3, 4)
+    with torch.no_grad():
+        y, h, c = fused.lstm_layer(*tensors, loop=loop)
+        y_ref, h_ref, c_ref = reference.lstm_layer(*tensors)
+    assert y.grad_fn is None and h.grad_fn is None and c.grad_fn is None
+    for a, e in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(a, e, atol=1e-12, rtol=0.0)
+
+
+def test_fused_grad_only_for_some_inputs():
+    """Weights frozen, only x requires grad: the result still matches the reference."""
+    tensors = [t.detach() for t in make_inputs(5, 2, 3, 4)]
+    x_ours, x_ref = tensors[0].clone().requires_grad_(), tensors[0].clone().requires_grad_()
+    fused.lstm_layer(x_ours, *tensors[1:])[0].sum().backward()
+    reference.lstm_layer(x_ref, *tensors[1:])[0].sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-10, rtol=0.0)
+
+
+def test_fused_double_backward_raises():
+    tensors = make_inputs(3, 2, 3, 4)
+    y, _, _ = fused.lstm_layer(*tensors)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(y.sum(), tensors[0], create_graph=True)
+
+
+def test_fused_rejects_bad_arguments():
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = [None if t is None else t.detach() for t in make_inputs(3, 2, 3, 4)]
+    with pytest.raises(ValueError, match="h0 must have shape"):
+        fused.lstm_layer(x, h0[:1], c0, w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="both"):
+        fused.lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, None)
+    with pytest.raises(ValueError, match="one dtype"):
+        fused.lstm_layer(x.float(), h0, c0, w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="unknown loop"):
+        fused.lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, loop="fortran")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_fused_on_cuda_matches_reference():
+    tensors = [None if t is None else t.detach().cuda().requires_grad_() for t in make_inputs(9, 3, 3, 5)]
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    actual = outputs_and_grads(fused.lstm_layer, detached(tensors))
+    assert_close(actual, expected, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Triton: under the interpreter in a subprocess (CPU tensors), and on a real GPU when there is one.
+
+TRITON_PARITY = textwrap.dedent(
+    """
+    import torch
+    from lstmlab.kernels import reference, triton_lstm
+    from tests.test_kernels import make_inputs, outputs_and_grads, assert_relative, detached
+
+    assert triton_lstm.interpreting()
+    for shape, bias in [((1, 1, 3, 5), True), ((5, 3, 4, 6), False), ((4, 2, 3, 37), True)]:
+        tensors = make_inputs(*shape, bias=bias, seed=7)
+        expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+        for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
+            ours = [None if t is None else t.detach().to(dtype).requires_grad_() for t in tensors]
+            actual = outputs_and_grads(triton_lstm.lstm_layer, ours)
+            assert all(a.dtype == dtype for a in actual)
+            assert_relative(actual, expected, tol)
+            print("ok", shape, bias, dtype)
+    """
+)
+
+
+def test_triton_kernels_match_reference_under_interpreter():
+    pytest.importorskip("triton", reason="triton is not installed")
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", TRITON_PARITY], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok") == 6
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_triton_refuses_cpu_tensors_without_interpreter():
+    pytest.importorskip("triton", reason="triton is not installed")
+    from lstmlab.kernels import triton_lstm
+
+    if triton_lstm.interpreting():
+        pytest.skip("TRITON_INTERPRET is set in this process")
+    with pytest.raises(BackendUnavailable, match="CUDA"):
+        triton_lstm.lstm_layer(*[None if t is None else t.detach().float() for t in make_inputs(2, 1, 3, 4)])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_triton_on_cuda_matches_reference():
+    pytest.importorskip("triton", reason="triton is not installed")
+    from lstmlab.kernels import triton_lstm
+
+    tensors = make_inputs(17, 5, 9, 40, seed=2)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
+        ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
+        actual = outputs_and_grads(triton_lstm.lstm_layer, ours)
+        assert_relative([a.cpu() for a in actual], expected, tol)
