@@ -23,16 +23,15 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
 
 from lstmlab import kernels
+from lstmlab.train import device_name
 
 Shape = tuple[int, int, int, int]  # (T, B, I, H)
 
@@ -67,18 +66,6 @@ def gemm_flops(shape: Shape, mode: str) -> int:
     steps, batch, inputs, hidden = shape
     forward = 2 * steps * batch * 4 * hidden * (inputs + hidden)
     return forward if mode == "fwd" else 3 * forward
-
-
-def device_name(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name(torch.device(device))
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def classic_lstm(x: Tensor, h0: Tensor, c0: Tensor, input_linear: nn.Linear, hidden_linear: nn.Linear) -> Tensor:
@@ -211,7 +198,7 @@ def run_bench(
         rows = []
         for device in devices:
             device_dtypes = dtypes or (["float32", "bfloat16"] if device.startswith("cuda") else ["float32"])
-            names = device_name(device)
+            names = device_name(torch.device(device))
             for dtype_name in device_dtypes:
                 dtype = DTYPES[dtype_name]
                 wanted = list(impls) if impls else [i for i in IMPLS if skip_reason(i, device, dtype) is None]
