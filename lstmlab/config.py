@@ -121,8 +121,8 @@ class ExperimentConfig(BaseModel):
         "default", description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/."
     )
     task: TaskConfigUnion = Field(description="The sequence task; `name` picks it, its keys follow.")  # type: ignore[valid-type]
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The network (keys below).")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="The training recipe (keys below).")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Dotted key -> list of values; one run per point of the cartesian product.",
@@ -182,10 +182,32 @@ def get_dotted(raw: dict, key: str) -> Any:
     return node
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's floats: `3e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def parse_scalar(text: str) -> Any:
     """A `--set` value is a YAML scalar: 3e-4 -> 0.0003, gru -> 'gru', null -> None, [1, 2] -> list."""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml(text) if text != "" else ""
     except yaml.YAMLError as e:
         raise ConfigError(f"cannot parse value {text!r} as YAML: {str(e).splitlines()[0]}") from None
 
@@ -282,7 +304,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = load_yaml(path.read_text())
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -171,8 +173,10 @@ def train(
     # -- the loop -------------------------------------------------------------------------------------
     progress = make_progress(cfg.train.steps, step, run.path.name, quiet)
     started = time.perf_counter() - elapsed
+    stop = StopAtStepBoundary()
     try:
         while step < cfg.train.steps:
+            stop.check()
             model.train()
             tic = time.perf_counter()
             index = torch.randint(n_train, (cfg.train.batch_size,), generator=batch_rng).to(device)
@@ -230,7 +234,8 @@ def train(
                     break
     except KeyboardInterrupt:
         elapsed = time.perf_counter() - started
-        checkpoint()
+        if stop.at_boundary:  # a second Ctrl-C mid-step keeps the last evaluation's checkpoint instead
+            checkpoint()
         progress.close()
         run.write_summary({**summary, "status": "interrupted", "step": step, "wall_s": elapsed})
         raise
@@ -239,6 +244,8 @@ def train(
         run.write_summary({**summary, "status": "failed", "step": step, "error": f"{type(e).__name__}: {e}",
                            "wall_s": time.perf_counter() - started})
         raise RunFailed(f"{type(e).__name__}: {e}", run.path) from e
+    finally:
+        stop.restore()
     progress.close()
 
     # -- the best-by-validation weights, on the test split ----------------------------------------------
@@ -263,6 +270,33 @@ def train(
 
 
 # -- helpers ------------------------------------------------------------------------------------------
+
+
+class StopAtStepBoundary:
+    """Ctrl-C lets the current optimizer step finish, so the checkpoint saved on the way out is a state
+    the run passes through anyway (and resuming gives the same numbers); a second Ctrl-C stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = self.at_boundary = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def check(self) -> None:
+        if self.requested:
+            self.at_boundary = True
+            raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
 
 
 @torch.no_grad()

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny configs so that end-to-end tests take seconds on 2 cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+TINY = {
+    "experiment": "tiny",
+    "task": {"name": "adding", "seq_len": 8, "n_train": 256, "n_val": 64, "n_test": 64},
+    "model": {"type": "lstm", "layers": 1, "hidden_size": 8},
+    "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "lr": 0.01, "threads": 1},
+}
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    """A tiny adding-problem config written to a file; returns its path."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY, sort_keys=False))
+    return path
+
+
+def write_config(path: Path, raw: dict) -> Path:
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path

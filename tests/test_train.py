@@ -1,0 +1,188 @@
+"""Training end to end on tiny configs: complete run folders, determinism, resume after kill -9."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY, write_config
+
+from lstmlab.config import load_config, validate
+from lstmlab.runs import RunFolder
+from lstmlab.train import get_lr, run_name, train
+
+TIMING = {"elapsed_s", "seq_per_s"}
+
+
+def train_tiny(tmp_path: Path, overrides=(), **kwargs):
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY), overrides).runs())
+    return train(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", quiet=True, log=lambda _: None, **kwargs)
+
+
+def metric_values(path: Path) -> list[dict]:
+    with open(path / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def test_run_folder_is_complete(tmp_path):
+    result = train_tiny(tmp_path)
+    assert result.status == "completed"
+    names = {p.name for p in result.path.iterdir()}
+    assert {"config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt"} <= names
+    assert not [n for n in names if n.startswith(".")], "temporary files left behind"
+    summary = json.loads((result.path / "summary.json").read_text())
+    assert summary["status"] == "completed"
+    assert summary["params"] == 4 * (8 * 2 + 8 * 8 + 2 * 8) + 8 + 1  # one LSTM layer + Linear(8, 1) head
+    assert summary["baseline"] == pytest.approx(1 / 6, abs=0.05)
+    assert set(summary["test"]) >= {"loss", "mse"}
+    assert summary["test_metric"] == summary["test"]["mse"]
+    env = json.loads((result.path / "env.json").read_text())
+    assert env["torch"] == torch.__version__ and env["backend"] == "torch.nn" and env["device"] == "cpu"
+    rows = list(csv.DictReader(open(result.path / "metrics.csv")))
+    assert [r["split"] for r in rows] == ["train", "val", "train", "val", "test"]
+    assert [int(r["step"]) for r in rows] == [10, 10, 20, 20, 20]
+    assert set(rows[0]) == {"step", "epoch", "split", "loss", "mse", "lr", "grad_norm", "elapsed_s", "seq_per_s"}
+    # the resolved config can be passed back to train
+    resolved = validate(yaml.safe_load((result.path / "config.yaml").read_text()))
+    assert resolved.model.hidden_size == 8 and resolved.sweep == {}
+
+
+def test_checkpoint_loads_weights_only(tmp_path):
+    result = train_tiny(tmp_path)
+    ckpt = torch.load(result.path / "checkpoint.pt", weights_only=True)
+    assert ckpt["step"] == 20 and "optimizer" in ckpt and "rng" in ckpt
+
+
+def test_same_config_same_metrics_on_cpu(tmp_path):
+    a = train_tiny(tmp_path / "a")
+    b = train_tiny(tmp_path / "b")
+    assert metric_values(a.path) == metric_values(b.path)
+
+
+def test_completed_run_is_skipped_and_restart_starts_over(tmp_path):
+    first = train_tiny(tmp_path)
+    again = train_tiny(tmp_path)
+    assert again.status == "skipped" and again.path == first.path
+    restarted = train_tiny(tmp_path, restart=True)
+    assert restarted.status == "completed"
+    assert metric_values(first.path) == metric_values(restarted.path)
+
+
+def test_changed_config_in_same_folder_is_refused(tmp_path):
+    from lstmlab.errors import UserError
+
+    train_tiny(tmp_path)
+    with pytest.raises(UserError, match="different config; pass --restart"):
+        train_tiny(tmp_path, ["train.lr=0.5"])
+
+
+@pytest.mark.parametrize("model_type", ["scratch-lstm", "lstm", "gru", "rnn"])
+def test_every_model_type_trains(tmp_path, model_type):
+    result = train_tiny(tmp_path, [f"model.type={model_type}", "model.layers=2", "train.steps=40", "train.lr=0.02"])
+    summary = result.summary
+    assert summary["status"] == "completed" and summary["model_type"] == model_type
+    rows = [r for r in csv.DictReader(open(result.path / "metrics.csv")) if r["split"] == "train"]
+    assert float(rows[-1]["loss"]) < float(rows[0]["loss"])  # it learns something
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "plateau"])
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_optimizers_and_schedules_run(tmp_path, optimizer, schedule):
+    result = train_tiny(tmp_path, [f"train.optimizer={optimizer}", f"train.schedule={schedule}", "train.steps=10",
+                                   "train.warmup_steps=2"])
+    assert result.status == "completed"
+
+
+def test_cosine_schedule_with_warmup():
+    cfg = validate({**TINY, "train": {**TINY["train"], "schedule": "cosine", "warmup_steps": 10, "steps": 110,
+                                       "lr": 1.0, "min_lr_ratio": 0.1}})
+    assert get_lr(cfg, 0) == pytest.approx(0.1)
+    assert get_lr(cfg, 9) == pytest.approx(1.0)
+    assert get_lr(cfg, 10) == pytest.approx(1.0)
+    assert get_lr(cfg, 60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert get_lr(cfg, 110) == pytest.approx(0.1)
+
+
+def test_early_stop(tmp_path):
+    result = train_tiny(tmp_path, ["train.lr=1e-9", "train.steps=200", "train.early_stop_patience=2",
+                                   "train.eval_every=5"])
+    assert result.status == "completed"
+    assert result.summary["step"] < 200
+
+
+def test_nan_loss_marks_the_run_failed(tmp_path):
+    from lstmlab.train import RunFailed
+
+    with pytest.raises(RunFailed, match="loss became (nan|inf) at step"):
+        train_tiny(tmp_path, ["train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd", "train.steps=50"])
+    summary = json.loads(next((tmp_path / "runs").rglob("summary.json")).read_text())
+    assert summary["status"] == "failed" and "loss became" in summary["error"]
+
+
+def test_run_names_are_readable_and_unique():
+    cfg = validate({**TINY, "sweep": {"model.layers": [1, 2], "train.lr": [0.1, 0.01]}})
+    names = [run_name(r, tuple(cfg.sweep)) for r in cfg.runs()]
+    assert names == ["L1-lstm-s0-lr0.1", "L1-lstm-s0-lr0.01", "L2-lstm-s0-lr0.1", "L2-lstm-s0-lr0.01"]
+
+
+def _lstmlab(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lstmlab", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **kwargs)
+
+
+@pytest.mark.parametrize("how", ["kill", "interrupt"])
+def test_killed_run_resumes_in_place_with_identical_metrics(tmp_path, how):
+    raw = {**TINY, "train": {**TINY["train"], "steps": 3000, "eval_every": 100}}
+    config = write_config(tmp_path / "c.yaml", raw)
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "-q"]
+    run = RunFolder(tmp_path / "runs" / "tiny" / "L1-lstm-s0")
+
+    proc = _lstmlab(*args)
+    deadline = time.time() + 120
+    while not (run.path / "checkpoint.pt").exists():  # wait for the first evaluation's checkpoint
+        assert proc.poll() is None, proc.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    proc.wait(60)
+    assert run.status() in ("running", "interrupted")
+    if how == "interrupt":
+        assert run.status() == "interrupted" and proc.returncode == 130
+    stopped_at = run.load_checkpoint()["step"]
+    assert stopped_at < 3000
+
+    resumed = _lstmlab(*args)
+    output, _ = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output
+    assert f"resuming at step {stopped_at}" in output
+    assert run.status() == "completed"
+    rows = metric_values(run.path)
+    keys = [(r["step"], r["split"]) for r in rows]
+    assert len(keys) == len(set(keys)), "duplicated rows"
+    assert len(rows) == 2 * 30 + 1
+
+    fresh = train(next(load_config(config).runs()), runs_dir=tmp_path / "fresh", data_dir=tmp_path / "data",
+                  quiet=True, log=lambda _: None)
+    assert metric_values(fresh.path) == rows
+
+
+def test_partial_metrics_line_is_dropped_on_resume(tmp_path):
+    run = RunFolder(tmp_path)
+    run.append_metrics([{"step": 1, "split": "val", "loss": 0.5}], ["step", "split", "loss"])
+    run.append_metrics([{"step": 2, "split": "val", "loss": 0.25}], ["step", "split", "loss"])
+    with open(tmp_path / "metrics.csv", "a") as f:
+        f.write("3,val,0.1")  # a write cut short by a crash
+    assert [r["step"] for r in run.metrics()] == [1, 2]
+    run.truncate_metrics(1)
+    assert (tmp_path / "metrics.csv").read_text() == "step,split,loss\n1,val,0.5\n"
+    assert os.listdir(tmp_path) == ["metrics.csv"]
