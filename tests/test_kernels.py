@@ -205,6 +205,22 @@ def test_fused_inference_saves_nothing_and_matches(loop):
         torch.testing.assert_close(a, e, atol=1e-12, rtol=0.0)
 
 
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_fused_saturated_gates_stay_finite_and_nan_propagates(loop, dtype):
+    """Pre-activations of ±1e30 saturate the gates (no overflow to NaN); a NaN input still shows as NaN."""
+    loop = loop_param(loop)
+    x, h0, c0, w_ih, w_hh, _, _ = [None if t is None else t.detach().to(dtype) for t in make_inputs(4, 3, 2, 5)]
+    for scale in (30.0, 1e30):
+        y, h, c = fused.lstm_layer(x * scale, h0, c0, w_ih, w_hh, None, None, loop=loop)
+        y_ref, h_ref, c_ref = reference.lstm_layer(x * scale, h0, c0, w_ih, w_hh, None, None)
+        for a, e in ((y, y_ref), (h, h_ref), (c, c_ref)):
+            torch.testing.assert_close(a, e, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0.0)
+    x[1, 0, 0] = float("nan")
+    y, _, _ = fused.lstm_layer(x, h0, c0, w_ih, w_hh, None, None, loop=loop)
+    assert not y[0].isnan().any() and y[1:, 0].isnan().all()
+
+
 def test_fused_grad_only_for_some_inputs():
     """Weights frozen, only x requires grad: the result still matches the reference."""
     tensors = [t.detach() for t in make_inputs(5, 2, 3, 4)]

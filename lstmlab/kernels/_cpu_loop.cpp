@@ -18,9 +18,11 @@ namespace {
 // Rows of the batch per parallel chunk: keeps tiny steps on one thread.
 int64_t grain_rows(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
 
+// σ(x) = 1 / (1 + e^{-x}) = ½ + ½·tanh(x/2): the tanh form never overflows, which matters because the
+// build uses -ffast-math (the only way gcc calls glibc's vectorised tanh) and so assumes finite values.
 template <typename scalar_t>
 inline scalar_t sigmoid(scalar_t x) {
-  return scalar_t(1) / (scalar_t(1) + std::exp(-x));  // σ(x) = 1 / (1 + e^{-x})
+  return scalar_t(0.5) + scalar_t(0.5) * std::tanh(scalar_t(0.5) * x);
 }
 
 // One forward cell over a (B, 4H) block of pre-activations, in place: pre-activations become the
