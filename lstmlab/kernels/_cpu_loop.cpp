@@ -94,6 +94,44 @@ void cell_backward(const scalar_t* acts, const scalar_t* c_prev, const scalar_t*
   });
 }
 
+// At small batch a GEMM library call costs more in dispatch and packing than the arithmetic; these two
+// loops stream W_hh (contiguous, row-major (4H, H)) once per step instead.
+constexpr int64_t kSmallBatch = 4;
+
+// out[b, r] += Σ_k x[b, k] · w[r, k]      x (B, K), w (R, K), out (B, R):  a_t += h_{t-1} · W_hhᵀ
+template <typename scalar_t>
+void small_gemm_nt(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t batch, int64_t rows, int64_t k) {
+  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(batch * k, 1)), [&](int64_t r0, int64_t r1) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const scalar_t* xb = x + b * k;
+      for (int64_t r = r0; r < r1; ++r) {
+        const scalar_t* wr = w + r * k;
+        scalar_t acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t j = 0; j < k; ++j) acc += xb[j] * wr[j];
+        out[b * rows + r] += acc;
+      }
+    }
+  });
+}
+
+// out[b, j] = Σ_r x[b, r] · w[r, j]       x (B, R), w (R, K), out (B, K):  dh_{t-1} = da_t · W_hh
+template <typename scalar_t>
+void small_gemm_nn(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t batch, int64_t rows, int64_t k) {
+  at::parallel_for(0, k, std::max<int64_t>(16, 65536 / std::max<int64_t>(batch * rows, 1)), [&](int64_t j0, int64_t j1) {
+    for (int64_t b = 0; b < batch; ++b) {
+      scalar_t* ob = out + b * k;
+      for (int64_t j = j0; j < j1; ++j) ob[j] = 0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const scalar_t s = x[b * rows + r];
+        const scalar_t* wr = w + r * k;
+#pragma omp simd
+        for (int64_t j = j0; j < j1; ++j) ob[j] += s * wr[j];
+      }
+    }
+  });
+}
+
 void check_inputs(const at::Tensor& gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh) {
   TORCH_CHECK(gates.device().is_cpu(), "lstmlab_cpu: CPU tensors only");
   TORCH_CHECK(gates.dim() == 3 && gates.is_contiguous(), "lstmlab_cpu: gates must be contiguous (T, B, 4H)");
@@ -111,16 +149,27 @@ void forward_loop(at::Tensor gates, const at::Tensor& h0, const at::Tensor& c0, 
   check_inputs(gates, h0, c0, w_hh);
   TORCH_CHECK(y.is_contiguous() && cs.is_contiguous(), "lstmlab_cpu: y and cs must be contiguous");
   const int64_t steps = gates.size(0), batch = gates.size(1), hidden = gates.size(2) / 4;
+  TORCH_CHECK(w_hh.is_contiguous(), "lstmlab_cpu: w_hh must be contiguous");
   const at::Tensor w_hh_t = w_hh.t();  // (H, 4H) view: gates_t += h_{t-1} · W_hhᵀ
+  const int64_t gate_step = batch * 4 * hidden, state_step = batch * hidden;
   AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmlab_forward_loop", [&] {
-    at::Tensor h_prev = h0, c_prev = c0;
+    scalar_t* a = gates.data_ptr<scalar_t>();
+    scalar_t* c = cs.data_ptr<scalar_t>();
+    scalar_t* h = y.data_ptr<scalar_t>();
+    const scalar_t* w = w_hh.data_ptr<scalar_t>();
+    const scalar_t* h_prev = h0.data_ptr<scalar_t>();
+    const scalar_t* c_prev = c0.data_ptr<scalar_t>();
     for (int64_t t = 0; t < steps; ++t) {
-      at::Tensor g_t = gates.select(0, t), c_t = cs.select(0, t), h_t = y.select(0, t);
-      g_t.addmm_(h_prev, w_hh_t);  // a_t = (W_ih x_t + b) + h_{t-1} · W_hhᵀ
-      cell_forward<scalar_t>(g_t.data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(), c_t.data_ptr<scalar_t>(),
-                             h_t.data_ptr<scalar_t>(), batch, hidden);
-      h_prev = h_t;
-      c_prev = c_t;
+      scalar_t* a_t = a + t * gate_step;
+      // a_t = (W_ih x_t + b) + h_{t-1} · W_hhᵀ
+      if (batch <= kSmallBatch) {
+        small_gemm_nt<scalar_t>(h_prev, w, a_t, batch, 4 * hidden, hidden);
+      } else {
+        gates.select(0, t).addmm_(t == 0 ? h0 : y.select(0, t - 1), w_hh_t);
+      }
+      cell_forward<scalar_t>(a_t, c_prev, c + t * state_step, h + t * state_step, batch, hidden);
+      h_prev = h + t * state_step;
+      c_prev = c + t * state_step;
     }
   });
 }
@@ -136,15 +185,26 @@ void backward_loop(const at::Tensor& acts, const at::Tensor& cs, const at::Tenso
   const bool has_dy = dy.defined() && dy.numel() > 0;
   TORCH_CHECK(!has_dy || dy.is_contiguous(), "lstmlab_cpu: dy must be contiguous");
   const int64_t steps = acts.size(0), batch = acts.size(1), hidden = acts.size(2) / 4;
+  TORCH_CHECK(w_hh.is_contiguous(), "lstmlab_cpu: w_hh must be contiguous");
+  const int64_t gate_step = batch * 4 * hidden, state_step = batch * hidden;
   AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmlab_backward_loop", [&] {
+    const scalar_t* a = acts.data_ptr<scalar_t>();
+    const scalar_t* c = cs.data_ptr<scalar_t>();
+    const scalar_t* w = w_hh.data_ptr<scalar_t>();
+    const scalar_t* d_y = has_dy ? dy.data_ptr<scalar_t>() : nullptr;
+    scalar_t* d_a = dgates.data_ptr<scalar_t>();
+    scalar_t* d_h = dh.data_ptr<scalar_t>();
+    scalar_t* d_c = dc.data_ptr<scalar_t>();
     for (int64_t t = steps - 1; t >= 0; --t) {
-      at::Tensor c_prev = t > 0 ? cs.select(0, t - 1) : c0;
-      at::Tensor dg_t = dgates.select(0, t);
-      cell_backward<scalar_t>(acts.select(0, t).data_ptr<scalar_t>(), c_prev.data_ptr<scalar_t>(),
-                              cs.select(0, t).data_ptr<scalar_t>(),
-                              has_dy ? dy.select(0, t).data_ptr<scalar_t>() : nullptr, dh.data_ptr<scalar_t>(),
-                              dc.data_ptr<scalar_t>(), dg_t.data_ptr<scalar_t>(), batch, hidden);
-      at::mm_out(dh, dg_t, w_hh);  // dh_{t-1} = da_t · W_hh   (B, 4H)·(4H, H)
+      const scalar_t* c_prev = t > 0 ? c + (t - 1) * state_step : c0.data_ptr<scalar_t>();
+      cell_backward<scalar_t>(a + t * gate_step, c_prev, c + t * state_step, d_y ? d_y + t * state_step : nullptr,
+                              d_h, d_c, d_a + t * gate_step, batch, hidden);
+      // dh_{t-1} = da_t · W_hh   (B, 4H)·(4H, H)
+      if (batch <= kSmallBatch) {
+        small_gemm_nn<scalar_t>(d_a + t * gate_step, w, d_h, batch, 4 * hidden, hidden);
+      } else {
+        at::mm_out(dh, dgates.select(0, t), w_hh);
+      }
     }
   });
 }

@@ -136,7 +136,7 @@ class CppLoops:
 # Building the C++ loops, once per process, cached on disk.
 
 _CPP_SOURCE = Path(__file__).with_name("_cpu_loop.cpp")
-_CPP_FLAGS = ["-O3", "-fopenmp", "-ffast-math"]
+_CPP_FLAGS = ["-O3", "-fopenmp", "-ffast-math", "-mprefer-vector-width=512"]
 _cpp_state: dict[str, object] = {}  # "loops": CppLoops | None, "error": str
 
 
