@@ -33,6 +33,7 @@ from lstmlab.runs import RunFolder, find_runs
 
 FORMATS = ("table", "markdown", "csv", "json")
 EQUAL_PARAMS_TOLERANCE = 0.05  # groups whose mean parameter counts differ by more are flagged in the verdict
+POOLED_KEYS = {"train.seed", "experiment"}  # keys that may differ within a group: seeds are what a group pools
 
 
 @dataclass
@@ -50,6 +51,7 @@ class Run:
     baseline: float | None
     wall_s: float | None
     curve: list[tuple[int, float]]  # (step, validation metric)
+    config: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -85,6 +87,16 @@ class Group:
     def baseline(self) -> float | None:
         values = [r.baseline for r in self.runs if r.baseline is not None]
         return stats.mean(values) if values else None
+
+    def repeated_seeds(self) -> list[int]:
+        """Seeds that appear more than once: repeats of one run (e.g. copied folders), not independent samples."""
+        counts = Counter(r.seed for r in self.runs if r.seed is not None)
+        return sorted(seed for seed, n in counts.items() if n > 1)
+
+    def mixed(self) -> list[str]:
+        """Config keys, other than the seed, whose values differ between this group's runs."""
+        leaves = sorted(set().union(*(_leaves(r.config) for r in self.runs)) - POOLED_KEYS)
+        return [k for k in leaves if len({json.dumps(_dotted(r.config, k), sort_keys=True) for r in self.runs}) > 1]
 
 
 @dataclass
@@ -146,7 +158,7 @@ class Comparison:
                 "key": g.key, "n": g.n, "mean": s["mean"], "std": s["std"],
                 "ci95": list(s["ci95"]) if s["ci95"] else None, "median": s["median"], "best": s["best"],
                 "solved": g.solved, "n_solved": g.n_solved, "params": g.params(), "hidden_size": g.hidden_sizes(),
-                "baseline": g.baseline(),
+                "baseline": g.baseline(), "mixed": g.mixed(),
                 "runs": [{"run": r.name, "path": str(r.path), "seed": r.seed, "value": r.value, "solved": r.solved,
                           "params": r.params, "wall_s": r.wall_s} for r in g.runs],
             })
@@ -367,7 +379,7 @@ def _run(folder: RunFolder, config: dict, summary: dict, metric: str, key: tuple
         seed=seed if isinstance(seed, int) else None, value=value,
         solved=None if solved is None else bool(solved), params=summary.get("params"),
         hidden_size=hidden if isinstance(hidden, int) else None, baseline=summary.get("baseline"),
-        wall_s=summary.get("wall_s"), curve=curve,
+        wall_s=summary.get("wall_s"), curve=curve, config=config,
     )
 
 
@@ -433,7 +445,7 @@ def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
     if step.ci95 is None:
         text += " — no interval: a group has n=1, and one seed cannot separate an effect from seed noise"
     else:
-        text += f", 95% CI [{fmt(step.ci95[0])}, {fmt(step.ci95[1])}] — "
+        text += f", 95% CI [{fmt(step.ci95[0], 3)}, {fmt(step.ci95[1], 3)}] — "
         if step.better is None:
             text += f"not distinguishable from seed noise at {at_n}"
         else:
@@ -454,11 +466,13 @@ def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
 
 
 def fmt(value: float | None, digits: int = 4) -> str:
+    """`digits` significant digits; below 0.001 as 1.23e-4 (shorter than 0.000123, and easier to compare)."""
     if value is None:
         return "—"
-    if value == 0:
-        return "0"
-    return f"{value:.{digits}g}" if abs(value) >= 1e-4 else f"{value:.2e}"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:.{digits}g}"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def fmt_signed(value: float) -> str:
@@ -480,7 +494,7 @@ def header_line(c: Comparison) -> str:
     return "; ".join(parts)
 
 
-def _rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
+def _rows(c: Comparison, digits: int = 4) -> tuple[list[str], list[list[str]]]:
     """The table every text format shares: one row per group."""
     columns = [*c.by, "n", "mean", "std", "95% CI", "median", "best", "solved", "params", "hidden"]
     if c.baseline is None:
@@ -495,11 +509,11 @@ def _rows(c: Comparison) -> tuple[list[str], list[list[str]]]:
             params_text = f"{params['min']:,}"
         else:
             params_text = f"{params['mean']:,.0f} ({params['min']:,}–{params['max']:,})"
-        row = [
-            *(str(g.key[k]) for k in c.by), str(g.n), fmt(s["mean"]),
+        row: list[str] = [
+            *(str(g.key[k]) for k in c.by), str(g.n), fmt(s["mean"], digits),
             fmt(s["std"], 3) if s["std"] is not None else "— (n=1)",
             f"[{fmt(s['ci95'][0], 3)}, {fmt(s['ci95'][1], 3)}]" if s["ci95"] else "— (n=1)",
-            fmt(s["median"]), fmt(s["best"]),
+            fmt(s["median"], digits), fmt(s["best"], digits),
             f"{g.n_solved}/{g.n}" if g.n_solved is not None else "?",
             params_text, ", ".join(map(str, g.hidden_sizes())) or "—",
         ]
@@ -515,6 +529,17 @@ def _notes(c: Comparison) -> list[str]:
         notes.append("n=1 groups have no std or interval: one seed cannot show the spread between seeds.")
     if not c.groups:
         notes.append("no completed runs to compare.")
+    mixed = sorted({k for g in c.groups for k in g.mixed()})
+    if mixed:
+        advice = (f"add --by {' --by '.join(mixed)} to separate them" if len(mixed) <= 3
+                  else "compare those experiments separately, or add --by for the keys that matter")
+        notes.append(f"warning: groups pool runs whose configs differ in {', '.join(mixed)}, not only in the seed; "
+                     f"{advice}.")
+    for g in c.groups:
+        if g.repeated_seeds():
+            where = ", ".join(f"{k}={v}" for k, v in g.key.items())
+            notes.append(f"warning: group {where} holds several runs of seed(s) {g.repeated_seeds()}: repeats of "
+                         "one seed are not independent samples, so its spread and interval understate seed noise.")
     return notes
 
 
@@ -571,11 +596,11 @@ def render_table(c: Comparison):
     from rich.table import Table
     from rich.text import Text
 
-    columns, rows = _rows(c)
+    columns, rows = _rows(c, digits=3)
     if all(g.n <= 2 for g in c.groups):  # the median of two values is their mean: give the width to the rest
         drop = columns.index("median")
         columns, rows = columns[:drop] + columns[drop + 1 :], [row[:drop] + row[drop + 1 :] for row in rows]
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))  # one space between columns
     for i, name in enumerate(columns):
         short = name.split(".")[-1] if i < len(c.by) else name  # model.layers -> layers
         table.add_column(short, justify="left" if i < len(c.by) else "right", no_wrap=True)

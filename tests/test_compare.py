@@ -259,3 +259,18 @@ def test_plot_without_matplotlib_says_what_to_install(tmp_path, monkeypatch):
         from lstmlab.compare import plot
 
         plot(compare_runs([tmp_path]), tmp_path / "p.png")
+
+
+def test_groups_that_pool_different_configs_are_flagged(tmp_path):
+    depth_study(tmp_path / "a", {1: [0.1], 2: [0.05]})
+    depth_study(tmp_path / "b", {1: [0.2], 2: [0.15]})
+    config = tmp_path / "b" / "exp" / "L1-lstm-s0" / "config.yaml"
+    raw = yaml.safe_load(config.read_text())
+    raw["train"]["lr"] = 0.1
+    config.write_text(yaml.safe_dump(raw))
+    c = compare_runs([tmp_path])
+    assert [g.mixed() for g in c.groups] == [["train.lr"], []]
+    assert json.loads(render(c, "json"))["groups"][0]["mixed"] == ["train.lr"]
+    assert "differ in train.lr, not only in the seed; add --by train.lr to separate them" in render(c, "markdown")
+    assert compare_runs([tmp_path], by=("model.layers", "train.lr")).groups[0].mixed() == []
+    assert "warning: group model.layers=2 holds several runs of seed(s) [0]" in render(c, "markdown")
