@@ -6,6 +6,7 @@ torch is imported inside the commands, never at module level, so `lstmlab --help
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -35,9 +36,12 @@ DataDir = Annotated[Path, typer.Option(help="Where datasets are generated and re
 
 
 def _console(stderr: bool = False):
+    """Rich output; wide enough for the tables when it goes to a file or a pipe (rich's default is 80)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
 
 
 def user_errors(command):
@@ -202,6 +206,33 @@ def verify(
     rows = run_verify(devices=device or None, dtypes=tuple(dtype or ("float64", "float32")))
     _console().print(render(rows))
     raise typer.Exit(0 if all_passed(rows) else 1)
+
+
+@app.command(rich_help_panel="Checks")
+@user_errors
+def bench(
+    shape: Annotated[list[str] | None, typer.Option("--shape", metavar="T,B,I,H",
+                     help="A shape to time (repeatable). Default: the standard set.")] = None,
+    device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda (default every one present).")] = None,
+    dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float32, bfloat16, float64.")] = None,
+    impl: Annotated[list[str] | None, typer.Option("--impl", help="Implementations to time (default all).")] = None,
+    mode: Annotated[list[str] | None, typer.Option("--mode", help="fwd and/or fwdbwd (default both).")] = None,
+    reps: Annotated[int, typer.Option("--reps", min=1, help="Timed repetitions (median reported).")] = 7,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 2,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads.")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="Small shapes, 3 repetitions: a smoke check.")] = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+) -> None:
+    """Time the LSTM implementations (forward, forward+backward) against nn.LSTM in one process."""
+    from lstmlab.bench import MODES, parse_shape, render_table, run_bench, to_json
+
+    rows = run_bench(shapes=[parse_shape(s) for s in shape] if shape else None, devices=device or None,
+                     dtypes=dtype or None, modes=tuple(mode or MODES), impls=impl or None, reps=reps,
+                     warmup=warmup, threads=threads, quick=quick)
+    if json_:
+        sys.stdout.write(to_json(rows) + "\n")
+    else:
+        _console().print(render_table(rows))
 
 
 def main() -> None:  # pragma: no cover - console script entry
