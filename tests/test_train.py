@@ -186,3 +186,18 @@ def test_partial_metrics_line_is_dropped_on_resume(tmp_path):
     run.truncate_metrics(1)
     assert (tmp_path / "metrics.csv").read_text() == "step,split,loss\n1,val,0.5\n"
     assert os.listdir(tmp_path) == ["metrics.csv"]
+
+
+def test_fused_backend_learns_the_same_curve_as_reference(tmp_path):
+    """Same seed, CPU, float64: the fused kernel's training run matches the per-step reference's."""
+    common = ["model.type=scratch-lstm", "model.layers=2", "train.dtype=float64", "train.steps=30"]
+    ref = train_tiny(tmp_path / "ref", [*common, "model.backend=reference"])
+    fused = train_tiny(tmp_path / "fused", [*common, "model.backend=fused"])
+    assert json.loads((ref.path / "env.json").read_text())["backend"] == "reference"
+    assert json.loads((fused.path / "env.json").read_text())["backend"] == "fused"
+    ref_rows, fused_rows = metric_values(ref.path), metric_values(fused.path)
+    assert [(r["step"], r["split"]) for r in ref_rows] == [(r["step"], r["split"]) for r in fused_rows]
+    for a, b in zip(ref_rows, fused_rows, strict=True):
+        for key in ("loss", "mse", "grad_norm"):
+            if a[key]:
+                assert float(a[key]) == pytest.approx(float(b[key]), rel=1e-9, abs=1e-12), (a, b)
