@@ -124,7 +124,8 @@ def train(
     if done:
         from lstmlab.compare import compare_runs, render
 
-        console.print(render(compare_runs(done), "table"))
+        swept = sorted((k for k in cfg.sweep if k != "train.seed"), key=lambda k: k != "model.layers")
+        console.print(render(compare_runs(done, by=tuple(swept or ["model.layers"])), "table"))
     if counts["failed"]:
         raise typer.Exit(1)
 
