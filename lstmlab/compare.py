@@ -256,8 +256,10 @@ def _read(folder: RunFolder) -> tuple[dict | None, dict | None, str | None]:
     if status == "interrupted":
         return config, None, f"interrupted at {progress}; run the same train command again to resume it"
     if status == "running":
-        return config, None, ("incomplete: status running (still training, or killed before it could say "
-                              "otherwise); resume it with the same train command")
+        last = _last_step(folder)
+        at = f" at step {last} of {summary.get('steps', '?')} (last evaluation)" if last is not None else ""
+        return config, None, (f"incomplete: status running{at}: still training, or killed before it could say "
+                              "otherwise; the same train command resumes it")
     if status != "completed":
         return config, None, f"status {status!r} is not completed"
     metric = summary.get("metric")
@@ -271,6 +273,14 @@ def _read(folder: RunFolder) -> tuple[dict | None, dict | None, str | None]:
     if not math.isfinite(value):
         return config, None, f"completed with a non-finite test metric ({value})"
     return config, {**summary, "test_metric": float(value)}, None
+
+
+def _last_step(folder: RunFolder) -> int | None:
+    try:
+        steps = [r["step"] for r in folder.metrics() if isinstance(r.get("step"), int)]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return steps[-1] if steps else None
 
 
 def _last_test_value(folder: RunFolder, metric: str | None) -> float | None:
@@ -481,6 +491,8 @@ def fmt_signed(value: float) -> str:
 
 
 def header_line(c: Comparison) -> str:
+    if not c.groups:
+        return f"no completed runs to compare; {len(c.skipped)} run folder(s) skipped"
     direction = "higher" if c.higher_is_better else "lower"
     parts = [f"{c.task}: test {c.metric} ({direction} is better)"]
     if c.baseline is not None:
@@ -527,8 +539,6 @@ def _notes(c: Comparison) -> list[str]:
     notes = []
     if any(g.n == 1 for g in c.groups):
         notes.append("n=1 groups have no std or interval: one seed cannot show the spread between seeds.")
-    if not c.groups:
-        notes.append("no completed runs to compare.")
     mixed = sorted({k for g in c.groups for k in g.mixed()})
     if mixed:
         advice = (f"add --by {' --by '.join(mixed)} to separate them" if len(mixed) <= 3

@@ -274,3 +274,12 @@ def test_groups_that_pool_different_configs_are_flagged(tmp_path):
     assert "differ in train.lr, not only in the seed; add --by train.lr to separate them" in render(c, "markdown")
     assert compare_runs([tmp_path], by=("model.layers", "train.lr")).groups[0].mixed() == []
     assert "warning: group model.layers=2 holds several runs of seed(s) [0]" in render(c, "markdown")
+
+
+def test_only_unfinished_runs(tmp_path):
+    make_run(tmp_path, 1, 0, None, status="running", curve=[(10, 0.2), (20, 0.1)])
+    c = compare_runs([tmp_path])
+    assert c.groups == [] and c.steps == []
+    assert c.skipped[0].reason.startswith("incomplete: status running at step 20 of 100 (last evaluation)")
+    assert render(c, "markdown").startswith("**no completed runs to compare; 1 run folder(s) skipped**")
+    assert json.loads(render(c, "json"))["groups"] == []
