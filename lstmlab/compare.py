@@ -449,7 +449,9 @@ def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
     """One line in plain words: the change, its interval, and whether seed noise can explain it."""
     lower, upper = step.lower, step.upper
     text = f"{step_label(step.axis, lower, upper)}: {comparison.metric} {fmt_signed(step.diff)}"
-    if step.relative is not None:
+    if step.relative is not None and abs(step.relative) >= 10:  # +24000% reads worse than ×241
+        text += f" (×{1 + step.relative:.3g})" if step.relative > 0 else f" ({step.relative:+.0%})"
+    elif step.relative is not None:
         text += f" ({step.relative:+.0%})" if abs(step.relative) >= 0.01 else f" ({step.relative:+.1%})"
     at_n = f"n={lower.n}" if lower.n == upper.n else f"n={lower.n} vs {upper.n}"
     if step.ci95 is None:

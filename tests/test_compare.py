@@ -283,3 +283,8 @@ def test_only_unfinished_runs(tmp_path):
     assert c.skipped[0].reason.startswith("incomplete: status running at step 20 of 100 (last evaluation)")
     assert render(c, "markdown").startswith("**no completed runs to compare; 1 run folder(s) skipped**")
     assert json.loads(render(c, "json"))["groups"] == []
+
+
+def test_large_relative_changes_read_as_factors(tmp_path):
+    c = compare_runs([depth_study(tmp_path, {1: [0.001, 0.001], 2: [0.5, 0.5]})])
+    assert c.steps[0].verdict.startswith("2 vs 1 layers: mse +0.499 (×500), 95% CI [0.499, 0.499] — worse")
