@@ -94,8 +94,10 @@ def _curve_band(group: Group) -> tuple[list[int], list[float], list[float], list
 
 
 def _wants_log_scale(comparison: Comparison) -> bool:
-    """Losses that span more than two decades (a solved run next to one at the baseline) read better on a log axis."""
+    """Losses spanning more than 1.5 decades with the baseline (a solved run far below it) read better on a log axis."""
     values = [v for g in comparison.groups for r in g.runs for v in [r.value, *(c for _, c in r.curve)]]
+    if comparison.baseline is not None:
+        values.append(comparison.baseline)
     if comparison.higher_is_better or not values or min(values) <= 0:
         return False
-    return max(values) / min(values) > 100
+    return max(values) / min(values) > 30
