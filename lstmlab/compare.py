@@ -454,6 +454,11 @@ def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
     elif step.relative is not None:
         text += f" ({step.relative:+.0%})" if abs(step.relative) >= 0.01 else f" ({step.relative:+.1%})"
     at_n = f"n={lower.n}" if lower.n == upper.n else f"n={lower.n} vs {upper.n}"
+    if len(set(lower.values + upper.values)) == 1:
+        all_solved = lower.n_solved == lower.n and upper.n_solved == upper.n
+        return (f"{step_label(step.axis, lower, upper)}: {comparison.metric} the same — every run of both groups "
+                f"scored {fmt(lower.values[0])}" + ("; all solved: at this ceiling the metric cannot tell the "
+                                                    "depths apart" if all_solved else ""))
     if step.ci95 is None:
         text += " — no interval: a group has n=1, and one seed cannot separate an effect from seed noise"
     else:

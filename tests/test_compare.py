@@ -288,3 +288,9 @@ def test_only_unfinished_runs(tmp_path):
 def test_large_relative_changes_read_as_factors(tmp_path):
     c = compare_runs([depth_study(tmp_path, {1: [0.001, 0.001], 2: [0.5, 0.5]})])
     assert c.steps[0].verdict.startswith("2 vs 1 layers: mse +0.499 (×500), 95% CI [0.499, 0.499] — worse")
+
+
+def test_identical_groups_at_a_ceiling(tmp_path):
+    c = compare_runs([depth_study(tmp_path, {1: [1.0, 1.0, 1.0], 2: [1.0, 1.0, 1.0]}, kind=ORDER)])
+    assert c.steps[0].verdict == ("2 vs 1 layers: accuracy the same — every run of both groups scored 1; all solved: "
+                                  "at this ceiling the metric cannot tell the depths apart")
