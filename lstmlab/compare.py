@@ -448,26 +448,27 @@ def step_label(axis: str, lower: Group, upper: Group) -> str:
 def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
     """One line in plain words: the change, its interval, and whether seed noise can explain it."""
     lower, upper = step.lower, step.upper
-    text = f"{step_label(step.axis, lower, upper)}: {comparison.metric} {fmt_signed(step.diff)}"
-    if step.relative is not None and abs(step.relative) >= 10:  # +24000% reads worse than ×241
-        text += f" (×{1 + step.relative:.3g})" if step.relative > 0 else f" ({step.relative:+.0%})"
-    elif step.relative is not None:
-        text += f" ({step.relative:+.0%})" if abs(step.relative) >= 0.01 else f" ({step.relative:+.1%})"
+    label = f"{step_label(step.axis, lower, upper)}: {comparison.metric}"
     at_n = f"n={lower.n}" if lower.n == upper.n else f"n={lower.n} vs {upper.n}"
-    if len(set(lower.values + upper.values)) == 1:
-        all_solved = lower.n_solved == lower.n and upper.n_solved == upper.n
-        return (f"{step_label(step.axis, lower, upper)}: {comparison.metric} the same — every run of both groups "
-                f"scored {fmt(lower.values[0])}" + ("; all solved: at this ceiling the metric cannot tell the "
-                                                    "depths apart" if all_solved else ""))
-    if step.ci95 is None:
-        text += " — no interval: a group has n=1, and one seed cannot separate an effect from seed noise"
-    else:
-        text += f", 95% CI [{fmt(step.ci95[0], 3)}, {fmt(step.ci95[1], 3)}] — "
-        if step.better is None:
-            text += f"not distinguishable from seed noise at {at_n}"
-        else:
-            text += f"{'better' if step.better else 'worse'}, beyond seed noise at {at_n}"
     notes = []
+    if len(set(lower.values + upper.values)) == 1:
+        text = f"{label} the same — every run of both groups scored {fmt(lower.values[0])}"
+        if lower.n_solved == lower.n and upper.n_solved == upper.n:
+            notes.append("all solved: at this ceiling the metric cannot tell the depths apart")
+    else:
+        text = f"{label} {fmt_signed(step.diff)}"
+        if step.relative is not None and abs(step.relative) >= 10:  # +24000% reads worse than ×241
+            text += f" (×{1 + step.relative:.3g})" if step.relative > 0 else f" ({step.relative:+.0%})"
+        elif step.relative is not None:
+            text += f" ({step.relative:+.0%})" if abs(step.relative) >= 0.01 else f" ({step.relative:+.1%})"
+        if step.ci95 is None:
+            text += " — no interval: a group has n=1, and one seed cannot separate an effect from seed noise"
+        else:
+            text += f", 95% CI [{fmt(step.ci95[0], 3)}, {fmt(step.ci95[1], 3)}] — "
+            if step.better is None:
+                text += f"not distinguishable from seed noise at {at_n}"
+            else:
+                text += f"{'better' if step.better else 'worse'}, beyond seed noise at {at_n}"
     if lower.solved is not None and upper.solved is not None and lower.n_solved / lower.n != upper.n_solved / upper.n:
         note = f"solved {lower.n_solved}/{lower.n} → {upper.n_solved}/{upper.n}"
         if 0 < lower.n_solved < lower.n or 0 < upper.n_solved < upper.n:
