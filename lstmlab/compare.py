@@ -433,7 +433,7 @@ def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step
     improved = diff > 0 if comparison.higher_is_better else diff < 0
     better = None if ci is None or ci[0] <= 0 <= ci[1] else improved
     step = Step(axis, lower, upper, diff, ci, relative, welch.df if welch else None, better, "")
-    step.verdict = _verdict(comparison, step, improved)
+    step.verdict = _verdict(comparison, step)
     return step
 
 
@@ -445,7 +445,7 @@ def step_label(axis: str, lower: Group, upper: Group) -> str:
     return f"{label} ({', '.join(context)})" if context else label
 
 
-def _verdict(comparison: Comparison, step: Step, improved: bool) -> str:
+def _verdict(comparison: Comparison, step: Step) -> str:
     """One line in plain words: the change, its interval, and whether seed noise can explain it."""
     lower, upper = step.lower, step.upper
     label = f"{step_label(step.axis, lower, upper)}: {comparison.metric}"
