@@ -249,6 +249,105 @@ def test_fused_rejects_bad_arguments():
         fused.lstm_layer(x, h0, c0, w_ih, w_hh, b_ih, b_hh, loop="fortran")
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The GEMM library (oneDNN or ATen/MKL) and the C++ cells' activations.
+
+
+def onednn_param():
+    if not fused.onednn_available():
+        pytest.skip(f"oneDNN linear unavailable: {fused._onednn_state['error']}")
+
+
+@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("bias", [True, False])
+@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (20, 8, 24, 48), (7, 33, 5, 17)])
+def test_onednn_gemms_match_aten_and_float64_reference(shape, bias, loop):
+    """float32: the oneDNN path (projection, C++ step GEMM with a prepacked W_hh at B > 4, dX) agrees with the
+    ATen path and both with the float64 reference."""
+    loop = loop_param(loop)
+    onednn_param()
+    tensors = make_inputs(*shape, bias=bias, seed=13)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+
+    def float32():
+        return [None if t is None else t.detach().float().requires_grad_() for t in tensors]
+
+    ours = {
+        gemm: outputs_and_grads(lambda *t, g=gemm: fused.lstm_layer(*t, loop=loop, gemm=g), float32())
+        for gemm in ("onednn", "aten")
+    }
+    for actual in ours.values():
+        assert_relative(actual, expected, tol=1e-5)
+    assert_relative(ours["onednn"], ours["aten"], tol=1e-5)
+
+
+def test_onednn_inference_path_matches_aten():
+    onednn_param()
+    tensors = [t.detach().float() for t in make_inputs(10, 16, 12, 20, seed=4)]
+    with torch.no_grad():
+        results = [fused.lstm_layer(*tensors, gemm=gemm) for gemm in ("onednn", "aten")]
+    for a, e in zip(*results, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+
+
+def test_gemm_choice_and_fallback(monkeypatch):
+    cpu = torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown gemm"):
+        fused.choose_gemm(cpu, torch.float32, "blas")
+    with pytest.raises(ValueError, match="float32 CPU"):
+        fused.choose_gemm(cpu, torch.float64, "onednn")
+    assert fused.choose_gemm(cpu, torch.float64, "auto").name == "aten"  # float64 keeps its exact GEMMs
+    assert fused.choose_gemm(cpu, torch.float32, "aten").name == "aten"
+    assert fused.choose_gemm(cpu, torch.float32, "auto").name == ("onednn" if fused.onednn_available() else "aten")
+    # where the probe fails (an op missing in this torch), auto falls back and an explicit request says why
+    monkeypatch.setattr(fused, "_onednn_state", {"ok": False, "error": "RuntimeError: no such op"})
+    assert fused.choose_gemm(cpu, torch.float32, "auto").name == "aten"
+    with pytest.raises(RuntimeError, match="no such op"):
+        fused.choose_gemm(cpu, torch.float32, "onednn")
+    tensors = make_inputs(4, 6, 3, 5)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    actual = outputs_and_grads(fused.lstm_layer, [t.detach().float().requires_grad_() for t in tensors])
+    assert_relative(actual, expected, tol=1e-5)
+
+
+def test_onednn_probe_can_be_disabled(monkeypatch):
+    monkeypatch.setattr(fused, "_onednn_state", {})
+    monkeypatch.setenv("LSTMLAB_NO_ONEDNN", "1")
+    assert not fused.onednn_available()
+    assert "LSTMLAB_NO_ONEDNN" in fused._onednn_state["error"]
+
+
+def _activation_grid(dtype):
+    dense = torch.linspace(-30, 30, 1_200_001, dtype=torch.float64)
+    wide = torch.linspace(-800, 800, 160_001, dtype=torch.float64)
+    tiny = torch.logspace(-40, 1, 4_001, dtype=torch.float64)
+    return torch.cat([dense, wide, tiny, -tiny, torch.tensor([0.0, 1e30, -1e30])]).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cpp_cell_activations_accuracy(dtype):
+    """σ and tanh as the C++ cells compute them (vectorised, built with -ffast-math): relative error ≤ 1e-6
+    (float32) / 1e-13 (float64) against float64 torch over a dense grid, large |x| included; ±inf saturate;
+    NaN propagates."""
+    if not cpp_available():
+        pytest.skip(f"C++ loop unavailable: {fused._cpp_state['error']}")
+    x = _activation_grid(dtype)
+    sig, tanh = torch.ops.lstmlab_cpu.activations(x)
+    tol = 1e-6 if dtype == torch.float32 else 1e-13
+    smallest = torch.finfo(dtype).tiny  # below it (subnormal results) only the absolute error is bounded
+    for name, ours, exact in (("sigmoid", sig, torch.sigmoid(x.double())), ("tanh", tanh, torch.tanh(x.double()))):
+        assert ours.dtype == dtype
+        err = (ours.double() - exact).abs()
+        normal = exact.abs() >= smallest
+        rel = err[normal] / exact[normal].abs()
+        assert rel.max() <= tol, f"{name}: relative error {rel.max():.2e} at x={x[normal][rel.argmax()]:.6g}"
+        assert (err[~normal] <= smallest).all(), name
+    special = torch.tensor([float("inf"), -float("inf"), float("nan")], dtype=dtype)
+    sig, tanh = torch.ops.lstmlab_cpu.activations(special)
+    assert sig[:2].tolist() == [1.0, 0.0] and tanh[:2].tolist() == [1.0, -1.0]
+    assert sig[2].isnan() and tanh[2].isnan()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
 def test_fused_on_cuda_matches_reference():

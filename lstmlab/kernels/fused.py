@@ -17,6 +17,12 @@ backward (no per-step autograd graph: the saved activations and c are all it nee
 The two time loops are pluggable (`Loops`): on CPU they run in a small C++ extension built on first
 use (`_cpu_loop.cpp`), otherwise — on CUDA, or where no compiler is found — in Python over the
 torch-op cells below. `triton_lstm.py` plugs its Triton cells into the same `PythonLoops`.
+
+The GEMMs (`gemm`): "aten" runs them through torch.mm/addmm (MKL on CPU); "onednn" runs the float32 CPU
+ones that oneDNN does at least as fast on this kind of CPU — the input projection, the forward step GEMM
+(W_hh prepacked once per call, run from the C++ loop) and dX — through `torch.ops.mkldnn._linear_pointwise`
+(the op torch's own CPU inference uses); "auto" picks oneDNN where a probe finds it working (float32 CPU),
+else ATen. The weight gradients and the backward step GEMM stay ATen's everywhere (faster there).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import torch
 from torch import Tensor
 
 LOOP_CHOICES = ("auto", "cpp", "python")
+GEMM_CHOICES = ("auto", "onednn", "aten")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -73,8 +80,11 @@ def torch_cell_backward(acts: Tensor, c_prev: Tensor, c: Tensor, dh: Tensor, dc:
 class Loops(Protocol):
     """The sequential part of the layer. Every tensor is contiguous and time-major."""
 
-    def forward(self, gates: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, y: Tensor, cs: Tensor) -> None:
-        """gates (T, B, 4H) = W_ih x_t + b on entry, the activations on exit; writes y = h_t, cs = c_t (T, B, H)."""
+    def forward(
+        self, gates: Tensor, h0: Tensor, c0: Tensor, w_hh: Tensor, y: Tensor, cs: Tensor, gemm: Gemm | None = None
+    ) -> None:
+        """gates (T, B, 4H) = W_ih x_t + b on entry, the activations on exit; writes y = h_t, cs = c_t (T, B, H).
+        `gemm` (default: ATen) runs the step GEMM where the loop can hand it over."""
 
     def backward(
         self,
@@ -103,7 +113,7 @@ class PythonLoops:
         self.cell_forward = cell_forward
         self.cell_backward = cell_backward
 
-    def forward(self, gates, h0, c0, w_hh, y, cs) -> None:  # see Loops
+    def forward(self, gates, h0, c0, w_hh, y, cs, gemm=None) -> None:  # see Loops; the step GEMM stays ATen's
         w_hh_t = w_hh.t()
         h_prev, c_prev = h0, c0
         for a_t, h_t, c_t in zip(gates.unbind(0), y.unbind(0), cs.unbind(0), strict=True):
@@ -124,8 +134,9 @@ class PythonLoops:
 class CppLoops:
     """The time loops in C++ (`_cpu_loop.cpp`): CPU, float32 and float64."""
 
-    def forward(self, gates, h0, c0, w_hh, y, cs) -> None:  # see Loops
-        torch.ops.lstmlab_cpu.forward_loop(gates, h0, c0, w_hh, y, cs)
+    def forward(self, gates, h0, c0, w_hh, y, cs, gemm=None) -> None:  # see Loops
+        w_onednn = gemm.step_weight(w_hh, gates.shape[1]) if gemm is not None else None
+        torch.ops.lstmlab_cpu.forward_loop(gates, h0, c0, w_hh, y, cs, w_onednn)
 
     def backward(self, acts, cs, c0, w_hh, dy, dh, dc, dgates) -> None:  # see Loops
         no_dy = acts.new_empty(0)
@@ -133,9 +144,85 @@ class CppLoops:
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# The GEMMs outside the time loops, and the step GEMM's weight: ATen (MKL) or oneDNN.
+
+
+class Gemm:
+    """ATen's GEMMs: torch.mm / addmm (MKL on CPU)."""
+
+    name = "aten"
+
+    def linear(self, x: Tensor, w: Tensor, bias: Tensor | None = None) -> Tensor:
+        """x · wᵀ (+ bias): x (M, K), w (N, K) -> (M, N)."""
+        return torch.mm(x, w.t()) if bias is None else torch.addmm(bias, x, w.t())
+
+    def step_weight(self, w_hh: Tensor, batch: int) -> Tensor | None:
+        """The weight the C++ loop hands to oneDNN for h_{t-1} · W_hhᵀ; None: the loop uses ATen's addmm."""
+        return None
+
+
+class OneDnnGemm(Gemm):
+    """oneDNN's linear (`mkldnn::_linear_pointwise`) for float32 CPU tensors. Used where it measured faster than
+    MKL on this project's AVX-512 Xeon (docs/benchmarks.md): the input projection X · W_ihᵀ (0.6-0.8× MKL's
+    time), dX = dA · W_ih (0.8-0.9×) and the forward step GEMM (prepacked W_hh; on par at 1 thread). The weight
+    gradients (oneDNN 1.5-1.9× slower) and the backward step GEMM stay ATen's."""
+
+    name = "onednn"
+
+    def linear(self, x, w, bias=None):
+        return torch.ops.mkldnn._linear_pointwise(x, w, bias, "none", [], "")
+
+    def step_weight(self, w_hh, batch):
+        if batch <= CPP_SMALL_BATCH:  # the C++ loop streams W_hh itself at such batches
+            return None
+        # prepacked once per call into oneDNN's blocked layout for a (batch, H) left operand
+        return torch.ops.mkldnn._reorder_linear_weight(w_hh, batch)
+
+
+_onednn_state: dict[str, object] = {}  # "ok": bool, "error": str
+
+
+def onednn_available() -> bool:
+    """Whether oneDNN's linear runs here and agrees with torch.mm on a probe (once per process)."""
+    if "ok" not in _onednn_state:
+        try:
+            if os.environ.get("LSTMLAB_NO_ONEDNN"):
+                raise RuntimeError("disabled by LSTMLAB_NO_ONEDNN")
+            if not torch.backends.mkldnn.is_available():
+                raise RuntimeError("torch was built without oneDNN (mkldnn)")
+            g = torch.Generator().manual_seed(0)
+            x, w = torch.randn(8, 16, generator=g), torch.randn(12, 16, generator=g)
+            gemm = OneDnnGemm()
+            packed = gemm.step_weight(w, 8)
+            for out in (gemm.linear(x, w), gemm.linear(x, packed)):
+                torch.testing.assert_close(out, x @ w.t(), rtol=1e-5, atol=1e-5)
+            _onednn_state.update(ok=True, error="")
+        except Exception as error:  # an op missing or renamed in this torch: ATen's GEMMs still work
+            _onednn_state.update(ok=False, error=f"{type(error).__name__}: {error}")
+    return bool(_onednn_state["ok"])
+
+
+def choose_gemm(device: torch.device, dtype: torch.dtype, gemm: str = "auto") -> Gemm:
+    """`aten`, `onednn` (float32 CPU only), or `auto`: oneDNN for float32 on CPU where it works, else ATen."""
+    if gemm not in GEMM_CHOICES:
+        raise ValueError(f"unknown gemm {gemm!r}; valid gemms: {', '.join(GEMM_CHOICES)}")
+    onednn_possible = device.type == "cpu" and dtype == torch.float32
+    if gemm == "onednn":
+        if not onednn_possible:
+            raise ValueError(f"the oneDNN GEMMs run float32 CPU tensors, not {dtype} on {device}")
+        if not onednn_available():
+            raise RuntimeError(f"oneDNN's linear is unavailable: {_onednn_state['error']}")
+        return OneDnnGemm()
+    if gemm == "auto" and onednn_possible and onednn_available():
+        return OneDnnGemm()
+    return Gemm()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Building the C++ loops, once per process, cached on disk.
 
 _CPP_SOURCE = Path(__file__).with_name("_cpu_loop.cpp")
+CPP_SMALL_BATCH = 4  # `kSmallBatch` in _cpu_loop.cpp: up to this batch the C++ loop runs its own step GEMMs
 _CPP_FLAGS = ["-O3", "-fopenmp", "-ffast-math", "-mprefer-vector-width=512"]
 _cpp_state: dict[str, object] = {}  # "loops": CppLoops | None, "error": str
 
@@ -153,13 +240,14 @@ def _cpu_flags() -> list[str]:
 
 
 def _cpu_model() -> str:
+    """The CPU's model name and feature flags (virtual machines often share one generic model name)."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "flags")):
-                return line
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor()
+        return platform.processor()
+    model = next((line for line in lines if line.startswith("model name")), "")
+    flags = next((line for line in lines if line.startswith("flags")), "")
+    return f"{model}\n{flags}" if model or flags else platform.processor()
 
 
 def cpp_loops() -> CppLoops | None:
@@ -228,25 +316,22 @@ def choose_loops(device: torch.device, dtype: torch.dtype, loop: str = "auto") -
 # The layer: forward and backward through time around pluggable loops.
 
 
-def _project_inputs(x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
+def _project_inputs(gemm: Gemm, x: Tensor, w_ih: Tensor, b_ih: Tensor | None, b_hh: Tensor | None) -> Tensor:
     """A = X · W_ihᵀ + (b_ih + b_hh) for all T·B rows at once: (T, B, I) -> (T, B, 4H), a fresh buffer."""
     steps, batch, inputs = x.shape
     x2d = x.reshape(steps * batch, inputs)
-    if b_ih is None:
-        gates = torch.mm(x2d, w_ih.t())
-    else:
-        gates = torch.addmm(b_ih + b_hh, x2d, w_ih.t())
+    gates = gemm.linear(x2d, w_ih, None if b_ih is None else b_ih + b_hh)
     return gates.view(steps, batch, -1)
 
 
-def _run_forward(loops: Loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor, Tensor]:
+def _run_forward(loops: Loops, gemm: Gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor, Tensor]:
     """Activations (T, B, 4H), y (T, B, H), cs (T, B, H)."""
     steps, batch, _ = x.shape
     hidden = w_hh.shape[1]
-    gates = _project_inputs(x, w_ih, b_ih, b_hh)  # (T, B, 4H)
+    gates = _project_inputs(gemm, x, w_ih, b_ih, b_hh)  # (T, B, 4H)
     y = x.new_empty(steps, batch, hidden)
     cs = x.new_empty(steps, batch, hidden)
-    loops.forward(gates, h0, c0, w_hh, y, cs)
+    loops.forward(gates, h0, c0, w_hh, y, cs, gemm)
     return gates, y, cs
 
 
@@ -254,9 +339,9 @@ class LSTMSequence(torch.autograd.Function):
     """One LSTM layer over a whole sequence; `loops` supplies the two sequential loops."""
 
     @staticmethod
-    def forward(ctx, loops: Loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        acts, y, cs = _run_forward(loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        ctx.loops = loops
+    def forward(ctx, loops: Loops, gemm: Gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        acts, y, cs = _run_forward(loops, gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        ctx.loops, ctx.gemm = loops, gemm
         ctx.has_bias = b_ih is not None
         ctx.set_materialize_grads(False)
         ctx.save_for_backward(x, h0, c0, w_ih, w_hh, acts, cs, y)
@@ -277,9 +362,9 @@ class LSTMSequence(torch.autograd.Function):
         dgates = torch.empty_like(acts)  # (T, B, 4H)
         ctx.loops.backward(acts, cs, c0, w_hh, None if dy is None else dy.contiguous(), dh, dc, dgates)
 
-        need = ctx.needs_input_grad  # (loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        need = ctx.needs_input_grad[1:]  # (gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
         da = dgates.view(steps * batch, 4 * hidden)  # dA over all T·B rows
-        dx = torch.mm(da, w_ih).view(steps, batch, inputs) if need[1] else None  # dX = dA · W_ih
+        dx = ctx.gemm.linear(da, w_ih.t().contiguous()).view(steps, batch, inputs) if need[1] else None  # dX = dA·W_ih
         dw_ih = torch.mm(da.t(), x.reshape(steps * batch, inputs)) if need[4] else None  # dW_ih = dAᵀ · X
         dw_hh = None
         if need[5]:
@@ -287,7 +372,7 @@ class LSTMSequence(torch.autograd.Function):
             if steps > 1:  #                             + Σ_{t≥1} da_tᵀ · h_{t-1}, one GEMM over (T-1)·B rows
                 dw_hh.addmm_(da[batch:].t(), y[:-1].reshape((steps - 1) * batch, hidden))
         db = da.sum(0) if ctx.has_bias and (need[6] or need[7]) else None  # db_ih = db_hh = Σ_{t,b} da
-        return None, dx, dh if need[2] else None, dc if need[3] else None, dw_ih, dw_hh, db, db
+        return None, None, dx, dh if need[2] else None, dc if need[3] else None, dw_ih, dw_hh, db, db
 
 
 def check_arguments(x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> None:
@@ -327,21 +412,26 @@ def lstm_layer(
     b_hh: Tensor | None,
     *,
     loop: str = "auto",
+    gemm: str = "auto",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Run one layer over a time-major sequence x (T, B, I) -> (y (T, B, H), h_T, c_T).
 
     `loop` picks the time loops: "auto" (C++ on CPU when it builds, else Python), "cpp" or "python".
+    `gemm` picks the GEMM library: "auto" (oneDNN for float32 on CPU where it works, else ATen), "onednn", "aten".
     """
     check_arguments(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     loops = choose_loops(x.device, x.dtype, loop)
-    return run_layer(loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return run_layer(loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gemm=choose_gemm(x.device, x.dtype, gemm))
 
 
-def run_layer(loops: Loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> tuple[Tensor, Tensor, Tensor]:
+def run_layer(
+    loops: Loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, gemm: Gemm | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
     """The layer around given loops: through `LSTMSequence` when a gradient is needed, else without saving."""
+    gemm = gemm or Gemm()
     x, h0, c0, w_hh = x.contiguous(), h0.contiguous(), c0.contiguous(), w_hh.contiguous()
     tensors = [t for t in (x, h0, c0, w_ih, w_hh, b_ih, b_hh) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return LSTMSequence.apply(loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    _, y, cs = _run_forward(loops, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+        return LSTMSequence.apply(loops, gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    _, y, cs = _run_forward(loops, gemm, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     return y, y[-1], cs[-1]
