@@ -77,7 +77,8 @@ def train(
     data_dir: DataDir = Path("data"),
     print_config: Annotated[
         bool,
-        typer.Option("--print-config", help="Print the resolved run configs and exit.", rich_help_panel=CONFIG_PANEL),
+        typer.Option("--print-config", help="Print the resolved run configs and exit (missing datasets are "
+                     "generated first: a task's data sizes the model).", rich_help_panel=CONFIG_PANEL),
     ] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Start runs over instead of resuming or skipping them.",
