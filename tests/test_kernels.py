@@ -317,6 +317,22 @@ def test_onednn_probe_can_be_disabled(monkeypatch):
     assert "LSTMLAB_NO_ONEDNN" in fused._onednn_state["error"]
 
 
+def test_cpp_loop_falls_back_when_it_cannot_be_built(monkeypatch, tmp_path):
+    """A source that does not compile: one warning naming the error, then the Python loop under `auto`."""
+    broken = tmp_path / "_cpu_loop.cpp"
+    broken.write_text("#error this build is meant to fail\n")
+    monkeypatch.setattr(fused, "_CPP_SOURCE", broken)
+    monkeypatch.setattr(fused, "_cpp_state", {})
+    monkeypatch.setenv("LSTMLAB_CACHE_DIR", str(tmp_path / "cache"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fused.cpp_loops() is None
+    assert any("unavailable" in str(w.message) and "this build is meant to fail" in str(w.message) for w in caught)
+    assert isinstance(fused.choose_loops(torch.device("cpu"), torch.float64), fused.PythonLoops)
+    with pytest.raises(RuntimeError, match="unavailable"):
+        fused.choose_loops(torch.device("cpu"), torch.float64, "cpp")
+
+
 def _activation_grid(dtype):
     dense = torch.linspace(-30, 30, 1_200_001, dtype=torch.float64)
     wide = torch.linspace(-800, 800, 160_001, dtype=torch.float64)
