@@ -162,15 +162,18 @@ void check_inputs(const at::Tensor& gates, const at::Tensor& h0, const at::Tenso
               "lstmlab_cpu: all tensors must share one dtype");
 }
 
-// x · Wᵀ through oneDNN (`mkldnn::_linear_pointwise`, the op torch's own CPU inference path uses), with
-// W dense (N, K) or a oneDNN-packed weight from `mkldnn::_reorder_linear_weight`. Called boxed: the
-// schema is looked up by name, so a torch without it fails here (and the caller keeps ATen's GEMM).
+// x · Wᵀ through oneDNN (`mkldnn::_linear_pointwise`, the op torch.compile's CPU backend lowers linear
+// layers to), with W dense (N, K) or a oneDNN-packed weight from `mkldnn::_reorder_linear_weight`. Called
+// boxed, looked up by name: a torch without it raises here, which is why fused.py probes the same op from
+// Python first and passes no oneDNN weight (keeping ATen's GEMM) where the probe fails.
 at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w) {
   static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
   std::vector<c10::IValue> stack{x, w, c10::IValue(), c10::IValue(std::string("none")),
                                  c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
   op.callBoxed(&stack);
-  return stack[0].toTensor();
+  at::Tensor out = stack[0].toTensor();
+  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == x.scalar_type(), "lstmlab_cpu: unexpected oneDNN output");
+  return out;
 }
 
 // gates (T, B, 4H): on entry W_ih x_t + b for every t; on exit the activations [i|f|g|o].

@@ -21,8 +21,9 @@ torch-op cells below. `triton_lstm.py` plugs its Triton cells into the same `Pyt
 The GEMMs (`gemm`): "aten" runs them through torch.mm/addmm (MKL on CPU); "onednn" runs the float32 CPU
 ones that oneDNN does at least as fast on this kind of CPU — the input projection, the forward step GEMM
 (W_hh prepacked once per call, run from the C++ loop) and dX — through `torch.ops.mkldnn._linear_pointwise`
-(the op torch's own CPU inference uses); "auto" picks oneDNN where a probe finds it working (float32 CPU),
-else ATen. The weight gradients and the backward step GEMM stay ATen's everywhere (faster there).
+(the op torch.compile's CPU backend lowers linear layers to); "auto" picks oneDNN where a probe finds it
+working (float32 CPU), else ATen. The weight gradients and the backward step GEMM stay ATen's everywhere
+(faster there).
 """
 
 from __future__ import annotations
