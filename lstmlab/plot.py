@@ -64,9 +64,13 @@ def plot_comparison(comparison: Comparison, path: Path) -> None:
     finals.set_ylabel(f"test {metric} ({direction} is better)")
     finals.set_title("test: dots = seeds, ◆ = mean with 95% CI")
 
+    baseline_shown = comparison.baseline is not None and (log_scale or _near_data(comparison, comparison.baseline))
     for axes in (curves, finals):
-        if comparison.baseline is not None:
+        if baseline_shown:
             axes.axhline(comparison.baseline, color="0.4", linestyle="--", linewidth=1, label="trivial baseline")
+        elif comparison.baseline is not None:  # far from every run: drawing it would flatten the data to a line
+            axes.text(0.99, 0.98, f"trivial baseline {comparison.baseline:.3g} (off the axis)", ha="right", va="top",
+                      transform=axes.transAxes, fontsize="small", color="0.4")
         if log_scale:
             axes.set_yscale("log")
         axes.grid(alpha=0.3)
@@ -91,6 +95,14 @@ def _curve_band(group: Group) -> tuple[list[int], list[float], list[float], list
     steps = sorted(s for s, values in by_step.items() if len(values) == group.n)
     return (steps, [sum(by_step[s]) / group.n for s in steps], [min(by_step[s]) for s in steps],
             [max(by_step[s]) for s in steps])
+
+
+def _near_data(comparison: Comparison, value: float) -> bool:
+    """Within two data spans of the runs' values: close enough to share a linear axis with them."""
+    values = [v for g in comparison.groups for r in g.runs for v in [r.value, *(c for _, c in r.curve)]]
+    low, high = min(values), max(values)
+    span = max(high - low, 1e-12)
+    return low - 2 * span <= value <= high + 2 * span
 
 
 def _wants_log_scale(comparison: Comparison) -> bool:
