@@ -117,8 +117,10 @@ def train(
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
         raise typer.Exit(130) from None
-    counts = {status: [o for o in outcomes if o.status == status] for status in ("completed", "skipped", "failed")}
-    console.print(", ".join(f"{len(v)} {k}" for k, v in counts.items()))
+    from lstmlab.sweep import STATUSES
+
+    counts = {status: [o for o in outcomes if o.status == status] for status in STATUSES}
+    console.print(", ".join(f"{len(v)} {k}" for k, v in counts.items() if v or k != "interrupted"))
     for outcome in counts["failed"]:
         console.print(f"[red]failed[/] {outcome.name}: {outcome.detail}")
     done = [o.path for o in outcomes if o.status in ("completed", "skipped") and o.path is not None]
@@ -129,6 +131,9 @@ def train(
         console.print(render(compare_runs(done, by=tuple(swept or ["model.layers"])), "table"))
     if counts["failed"]:
         raise typer.Exit(1)
+    if counts["interrupted"]:
+        _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
+        raise typer.Exit(130)
 
 
 @app.command("generate-data", rich_help_panel="Experiments")
