@@ -8,6 +8,7 @@ is None, never 0 and never NaN.
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -78,6 +79,4 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
 def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("median of no values")
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+    return statistics.median(values)
