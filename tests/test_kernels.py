@@ -431,3 +431,89 @@ def test_triton_on_cuda_matches_reference():
         ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
         actual = outputs_and_grads(triton_lstm.lstm_layer, ours)
         assert_relative([a.cpu() for a in actual], expected, tol)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The persistent Triton loops (W_hh on chip for the whole sequence): under the interpreter, like the kernels above.
+
+TRITON_PERSISTENT_PARITY = textwrap.dedent(
+    """
+    import os
+    import torch
+    from lstmlab.kernels import reference, triton_lstm
+    from tests.test_kernels import make_inputs, outputs_and_grads, assert_relative, detached
+
+    assert triton_lstm.interpreting()
+    persistent = lambda *t: triton_lstm.lstm_layer(*t, persistent=True)
+    # odd H (20, 5: masked lanes), B=18 (two batch tiles, the second partial), H=64 (the largest that fits), T=1
+    cases = [((5, 3, 7, 16), True), ((5, 3, 7, 20), False), ((5, 3, 7, 20), True), ((1, 1, 3, 5), True),
+             ((4, 18, 3, 64), False)]
+    for shape, bias in cases:
+        assert triton_lstm.choose_loops(shape[3], torch.float32, True) is triton_lstm.PERSISTENT_LOOPS
+        tensors = make_inputs(*shape, bias=bias, seed=7)
+        expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+        for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
+            ours = [None if t is None else t.detach().to(dtype).requires_grad_() for t in tensors]
+            actual = outputs_and_grads(persistent, ours)
+            assert all(a.dtype == dtype for a in actual)
+            assert_relative(actual, expected, tol)
+            print("ok", shape, bias, dtype)
+
+    # inference (no autograd graph) and the environment switch take the same kernels
+    tensors = [t.detach().float() for t in make_inputs(6, 2, 4, 20, seed=3)]
+    expected = reference.lstm_layer(*[t.double() for t in tensors])
+    os.environ["LSTMLAB_TRITON_PERSISTENT"] = "1"
+    with torch.no_grad():
+        actual = triton_lstm.lstm_layer(*tensors)
+    assert_relative(actual, expected, 1e-5)
+    print("ok inference through LSTMLAB_TRITON_PERSISTENT")
+    """
+)
+
+
+def test_triton_persistent_kernels_match_reference_under_interpreter():
+    pytest.importorskip("triton", reason="triton is not installed")
+    env = dict(
+        os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    )
+    env.pop("LSTMLAB_TRITON_PERSISTENT", None)
+    result = subprocess.run(
+        [sys.executable, "-c", TRITON_PERSISTENT_PARITY], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("ok") == 11
+
+
+def test_triton_persistent_is_opt_in_and_says_where_it_does_not_fit(monkeypatch):
+    pytest.importorskip("triton", reason="triton is not installed")
+    from lstmlab.kernels import triton_lstm
+
+    fits = triton_lstm.PersistentLoops.fits
+    assert fits(1, torch.float32) and fits(64, torch.float32) and fits(64, torch.bfloat16)
+    assert not fits(65, torch.float32) and not fits(65, torch.bfloat16) and not fits(16, torch.float64)
+
+    monkeypatch.delenv("LSTMLAB_TRITON_PERSISTENT", raising=False)
+    assert triton_lstm.choose_loops(16, torch.float32) is triton_lstm.LOOPS  # off by default
+    assert triton_lstm.choose_loops(16, torch.float32, persistent=True) is triton_lstm.PERSISTENT_LOOPS
+    with pytest.raises(ValueError, match="H=65"):
+        triton_lstm.choose_loops(65, torch.float32, persistent=True)
+
+    monkeypatch.setenv("LSTMLAB_TRITON_PERSISTENT", "1")
+    assert triton_lstm.choose_loops(16, torch.bfloat16) is triton_lstm.PERSISTENT_LOOPS
+    with pytest.warns(UserWarning, match="per-step"):
+        assert triton_lstm.choose_loops(65, torch.float32) is triton_lstm.LOOPS
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_triton_persistent_on_cuda_matches_reference():
+    pytest.importorskip("triton", reason="triton is not installed")
+    from lstmlab.kernels import triton_lstm
+
+    for shape in [(17, 5, 9, 40), (9, 37, 6, 64)]:
+        tensors = make_inputs(*shape, seed=2)
+        expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+        for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
+            ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
+            actual = outputs_and_grads(lambda *t: triton_lstm.lstm_layer(*t, persistent=True), ours)
+            assert_relative([a.cpu() for a in actual], expected, tol)

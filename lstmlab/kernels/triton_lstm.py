@@ -10,12 +10,28 @@ float32, bfloat16 and float16 inputs; the kernels compute in float32 and store i
 Off CUDA the layer refuses to run unless Triton's interpreter is on (`TRITON_INTERPRET=1`, set before
 triton is imported), which is how the tests run these kernels on CPU tensors.
 
-Not here: a persistent kernel that keeps W_hh on chip across steps (FlashRNN, arXiv 2412.07752).
+Opt-in, and so far verified only under Triton's CPU interpreter (never run or timed on a GPU):
+`PersistentLoops`, a persistent kernel after FlashRNN (arXiv 2412.07752), simplified. One program per
+tile of BLOCK_B batch rows runs the whole time loop: it loads W_hh once, keeps it on chip across steps,
+and per step computes `h_{t-1} · W_hhᵀ` with `tl.dot` (fp32 accumulation), adds the precomputed input
+projection A_t and applies the cell — no launch and no trip through memory for W_hh per step. Its
+backward twin runs `dh_{t-1} = dA_t · W_hh` the same way with the pointwise backward fused. Batch rows
+are independent, so the programs never synchronise. The input projection and the weight-gradient GEMMs
+stay big cuBLAS GEMMs outside (`fused.LSTMSequence`). Turn it on with `lstm_layer(..., persistent=True)`
+or `LSTMLAB_TRITON_PERSISTENT=1`; the `auto` backend choice does not use it. It runs where
+`PersistentLoops.fits(hidden, dtype)`: W_hh padded to BLOCK_H = next power of two ≥ 16 takes at most
+64 KiB in the kernel dtype (H ≤ 64 for float32, bfloat16 and float16 alike: 128² · 4 · 2 B is 128 KiB).
+Without a GPU, both kernels were also compiled ahead of time for sm_90a (float32 and bfloat16, BLOCK_H 32
+and 64): at most 116 KiB of shared memory, 255 registers and 8 bytes of spills a thread. They have never
+run there: their speed is unmeasured and the warp counts are guesses. Under the interpreter a bfloat16
+`tl.dot` is widened to float32 first (the interpreter multiplies bfloat16's raw bits as integers), so the
+bfloat16 tensor-core dot itself has been compiled, never checked.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import triton
@@ -104,10 +120,212 @@ def cell_backward(acts: Tensor, c_prev: Tensor, c: Tensor, dh: Tensor, dc: Tenso
 LOOPS = PythonLoops(cell_forward, cell_backward)
 
 
+# ---------------------------------------------------------------------------------------------------------------------
+# The persistent loops: one program per batch tile runs every step with W_hh on chip (interpreter-verified only).
+
+ON_CHIP_BYTES = 64 * 1024  # the budget for W_hh (4·BLOCK_H × BLOCK_H in the kernel dtype) per program
+BLOCK_B = 16  # batch rows per program; tl.dot needs every dimension ≥ 16
+
+
+@triton.jit
+def _gate_weights(w_hh_ptr, hidden, BLOCK_H: tl.constexpr, TRANSPOSE: tl.constexpr):
+    """The four (BLOCK_H, BLOCK_H) blocks W_g = w_hh[gH : (g+1)H, :] of W_hh (4H, H), zero-padded;
+    TRANSPOSE gives W_gᵀ (element [k, n] = W_g[n, k]), the right operand of h · W_gᵀ."""
+    r = tl.arange(0, BLOCK_H)[:, None]
+    s = tl.arange(0, BLOCK_H)[None, :]
+    offset = s * hidden + r if TRANSPOSE else r * hidden + s
+    mask = (r < hidden) & (s < hidden)
+    block = hidden * hidden
+    w_i = tl.load(w_hh_ptr + offset, mask=mask, other=0.0)
+    w_f = tl.load(w_hh_ptr + block + offset, mask=mask, other=0.0)
+    w_g = tl.load(w_hh_ptr + 2 * block + offset, mask=mask, other=0.0)
+    w_o = tl.load(w_hh_ptr + 3 * block + offset, mask=mask, other=0.0)
+    return w_i, w_f, w_g, w_o
+
+
+@triton.jit
+def _dot(a, w, UPCAST: tl.constexpr):
+    """a · w with float32 accumulation. UPCAST (bfloat16 under the interpreter only, whose tl.dot multiplies
+    bfloat16's raw uint16 bits) widens both operands to float32 first: exact, so the product is the same."""
+    if UPCAST:
+        return tl.dot(a.to(tl.float32), w.to(tl.float32), input_precision="ieee")
+    return tl.dot(a, w, input_precision="ieee", out_dtype=tl.float32)
+
+
+@triton.jit
+def _persistent_forward_kernel(
+    gates_ptr, h0_ptr, c0_ptr, w_hh_ptr, y_ptr, cs_ptr, steps, batch, hidden,
+    BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """gates (T, B, 4H) = A = X·W_ihᵀ + b in, the activations out; y, cs (T, B, H) = h_t, c_t.
+    Program p owns batch rows [p·BLOCK_B, (p+1)·BLOCK_B) for every step."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]  # batch row b
+    cols = tl.arange(0, BLOCK_H)[None, :]  # hidden unit j
+    mask = (rows < batch) & (cols < hidden)
+    state = rows * hidden + cols  # (b, j) in a (B, H) tensor
+    gate = rows * 4 * hidden + cols  # gate i of (b, j) in a (B, 4H) tensor; f, g, o follow H apart
+    w_i, w_f, w_g, w_o = _gate_weights(w_hh_ptr, hidden, BLOCK_H, True)  # W_hhᵀ, loaded once for all steps
+    h = tl.load(h0_ptr + state, mask=mask, other=0.0)  # h_0 in the input dtype, as the next dot reads it
+    c = tl.load(c0_ptr + state, mask=mask, other=0.0).to(tl.float32)  # c_0, kept in float32 across steps
+    a_ptrs, y_ptrs, c_ptrs = gates_ptr + gate, y_ptr + state, cs_ptr + state
+    out = gates_ptr.dtype.element_ty
+    for _ in range(steps):
+        # a_t = A_t + h_{t-1} · W_hhᵀ, one gate block at a time (padded lanes: A = 0, h = 0, W = 0)
+        i = tl.sigmoid(tl.load(a_ptrs, mask=mask, other=0.0).to(tl.float32) + _dot(h, w_i, UPCAST))  # i_t = σ(a_i)
+        f = tl.sigmoid(tl.load(a_ptrs + hidden, mask=mask, other=0.0).to(tl.float32) + _dot(h, w_f, UPCAST))
+        # ^ f_t = σ(a_f)
+        g = _tanh(tl.load(a_ptrs + 2 * hidden, mask=mask, other=0.0).to(tl.float32) + _dot(h, w_g, UPCAST))
+        # ^ g_t = tanh(a_g)
+        o = tl.sigmoid(tl.load(a_ptrs + 3 * hidden, mask=mask, other=0.0).to(tl.float32) + _dot(h, w_o, UPCAST))
+        # ^ o_t = σ(a_o)
+        c = f * c + i * g  # c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+        h = (o * _tanh(c)).to(out)  # h_t = o_t ⊙ tanh(c_t), rounded once: the value stored is the one carried
+        tl.store(a_ptrs, i.to(out), mask=mask)
+        tl.store(a_ptrs + hidden, f.to(out), mask=mask)
+        tl.store(a_ptrs + 2 * hidden, g.to(out), mask=mask)
+        tl.store(a_ptrs + 3 * hidden, o.to(out), mask=mask)
+        tl.store(c_ptrs, c.to(out), mask=mask)
+        tl.store(y_ptrs, h, mask=mask)
+        a_ptrs += batch * 4 * hidden  # next step; pointer arithmetic, so T·B·4H may pass 2³¹
+        y_ptrs += batch * hidden
+        c_ptrs += batch * hidden
+
+
+@triton.jit
+def _persistent_backward_kernel(
+    acts_ptr, cs_ptr, c0_ptr, w_hh_ptr, dy_ptr, dh_ptr, dc_ptr, dgates_ptr, steps, batch, hidden,
+    HAS_DY: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_H: tl.constexpr, UPCAST: tl.constexpr,
+):  # fmt: skip
+    """acts_ptr, cs_ptr, dy_ptr, dgates_ptr point at step T-1 of their (T, B, ·) tensors; the loop walks back.
+    dh, dc (B, H): dL/dh_T, dL/dc_T in, dL/dh_0, dL/dc_0 out; writes dgates (T, B, 4H) = dL/da_t."""
+    rows = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)[:, None]
+    cols = tl.arange(0, BLOCK_H)[None, :]
+    mask = (rows < batch) & (cols < hidden)
+    state = rows * hidden + cols
+    gate = rows * 4 * hidden + cols
+    w_i, w_f, w_g, w_o = _gate_weights(w_hh_ptr, hidden, BLOCK_H, False)  # W_hh, loaded once for all steps
+    dh = tl.load(dh_ptr + state, mask=mask, other=0.0).to(tl.float32)
+    dc = tl.load(dc_ptr + state, mask=mask, other=0.0).to(tl.float32)
+    c0 = tl.load(c0_ptr + state, mask=mask, other=0.0).to(tl.float32)
+    a_ptrs, da_ptrs, dy_ptrs, c_ptrs = acts_ptr + gate, dgates_ptr + gate, dy_ptr + state, cs_ptr + state
+    c = tl.load(c_ptrs, mask=mask, other=0.0).to(tl.float32)  # c_{T-1}; later steps reuse the last c_{t-1}
+    out = dgates_ptr.dtype.element_ty
+    for s in range(steps):
+        t = steps - 1 - s
+        if HAS_DY:
+            dh += tl.load(dy_ptrs, mask=mask, other=0.0).to(tl.float32)  # dh_t = dy_t + da_{t+1} · W_hh
+        has_prev = tl.full((BLOCK_B, BLOCK_H), t, tl.int32) > 0  # c_{t-1} from cs for t > 0, else c_0
+        c_prev = tl.where(
+            has_prev, tl.load(c_ptrs - batch * hidden, mask=mask & has_prev, other=0.0).to(tl.float32), c0
+        )
+        i = tl.load(a_ptrs, mask=mask, other=0.0).to(tl.float32)
+        f = tl.load(a_ptrs + hidden, mask=mask, other=0.0).to(tl.float32)
+        g = tl.load(a_ptrs + 2 * hidden, mask=mask, other=0.0).to(tl.float32)
+        o = tl.load(a_ptrs + 3 * hidden, mask=mask, other=0.0).to(tl.float32)
+        tanh_c = _tanh(c)
+        dc += dh * o * (1.0 - tanh_c * tanh_c)  # dc_t += dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
+        da_i = (dc * g * i * (1.0 - i)).to(out)  # da_i = dc_t ⊙ g_t ⊙ i_t(1 - i_t)
+        da_f = (dc * c_prev * f * (1.0 - f)).to(out)  # da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 - f_t)
+        da_g = (dc * i * (1.0 - g * g)).to(out)  # da_g = dc_t ⊙ i_t ⊙ (1 - g_t²)
+        da_o = (dh * tanh_c * o * (1.0 - o)).to(out)  # da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 - o_t)
+        tl.store(da_ptrs, da_i, mask=mask)
+        tl.store(da_ptrs + hidden, da_f, mask=mask)
+        tl.store(da_ptrs + 2 * hidden, da_g, mask=mask)
+        tl.store(da_ptrs + 3 * hidden, da_o, mask=mask)
+        dc = dc * f  # dc_{t-1} = dc_t ⊙ f_t
+        dh = _dot(da_i, w_i, UPCAST) + _dot(da_f, w_f, UPCAST) + _dot(da_g, w_g, UPCAST) + _dot(da_o, w_o, UPCAST)
+        # ^ dh_{t-1} = da_t · W_hh = Σ_g da_g · W_g   (B, H)·(H, H) per gate
+        c = c_prev
+        a_ptrs -= batch * 4 * hidden
+        da_ptrs -= batch * 4 * hidden
+        dy_ptrs -= batch * hidden
+        c_ptrs -= batch * hidden
+    tl.store(dh_ptr + state, dh.to(dh_ptr.dtype.element_ty), mask=mask)
+    tl.store(dc_ptr + state, dc.to(dc_ptr.dtype.element_ty), mask=mask)
+
+
+def _block_hidden(hidden: int) -> int:
+    return max(16, triton.next_power_of_2(hidden))
+
+
+class PersistentLoops:
+    """`fused.Loops` as two persistent Triton kernels, one program per BLOCK_B batch rows for all T steps."""
+
+    @staticmethod
+    def fits(hidden: int, dtype: torch.dtype) -> bool:
+        """W_hh, padded to (4·BLOCK_H, BLOCK_H) with BLOCK_H = max(16, next power of two ≥ H), within
+        ON_CHIP_BYTES in `dtype`: H ≤ 64 for float32, bfloat16 and float16."""
+        block = _block_hidden(hidden)
+        return dtype in DTYPES and 4 * block * block * dtype.itemsize <= ON_CHIP_BYTES
+
+    @staticmethod
+    def _launch(batch: int, hidden: int, dtype: torch.dtype) -> dict:
+        block = _block_hidden(hidden)
+        return dict(
+            grid=(triton.cdiv(batch, BLOCK_B),),
+            meta=dict(
+                BLOCK_B=BLOCK_B,
+                BLOCK_H=block,
+                UPCAST=interpreting() and dtype == torch.bfloat16,
+                num_warps=4 if block <= 32 else 8,  # a guess, not tuned
+            ),
+        )
+
+    def forward(self, gates, h0, c0, w_hh, y, cs, gemm=None) -> None:  # see fused.Loops; no step GEMM to hand over
+        steps, batch, hidden = y.shape
+        launch = self._launch(batch, hidden, y.dtype)
+        _persistent_forward_kernel[launch["grid"]](gates, h0, c0, w_hh, y, cs, steps, batch, hidden, **launch["meta"])
+
+    def backward(self, acts, cs, c0, w_hh, dy, dh, dc, dgates) -> None:  # see fused.Loops
+        steps, batch, hidden = cs.shape
+        launch = self._launch(batch, hidden, cs.dtype)
+        last = steps - 1  # the kernel walks back from step T-1; the host computes that offset in 64 bits
+        _persistent_backward_kernel[launch["grid"]](
+            acts[last], cs[last], c0, w_hh, dh if dy is None else dy[last], dh, dc, dgates[last],
+            steps, batch, hidden, HAS_DY=dy is not None, **launch["meta"],
+        )  # fmt: skip
+
+
+PERSISTENT_LOOPS = PersistentLoops()
+
+
+def persistent_requested() -> bool:
+    """Whether LSTMLAB_TRITON_PERSISTENT asks for the persistent loops wherever they fit."""
+    return os.environ.get("LSTMLAB_TRITON_PERSISTENT", "0") not in ("", "0")
+
+
+def choose_loops(hidden: int, dtype: torch.dtype, persistent: bool = False) -> PythonLoops | PersistentLoops:
+    """The per-step loops, or the persistent ones when asked for: `persistent=True` raises where they do not
+    fit; LSTMLAB_TRITON_PERSISTENT=1 alone falls back to the per-step loops there, with a warning."""
+    if not (persistent or persistent_requested()):
+        return LOOPS
+    if PersistentLoops.fits(hidden, dtype):
+        return PERSISTENT_LOOPS
+    reason = (
+        f"the persistent Triton LSTM kernel keeps W_hh on chip only up to {ON_CHIP_BYTES // 1024} KiB "
+        f"(H ≤ 64); H={hidden} in {dtype} does not fit"
+    )
+    if persistent:
+        raise ValueError(reason)
+    warnings.warn(f"{reason}; using the per-step Triton kernels", stacklevel=3)
+    return LOOPS
+
+
 def lstm_layer(
-    x: Tensor, h0: Tensor, c0: Tensor, w_ih: Tensor, w_hh: Tensor, b_ih: Tensor | None, b_hh: Tensor | None
+    x: Tensor,
+    h0: Tensor,
+    c0: Tensor,
+    w_ih: Tensor,
+    w_hh: Tensor,
+    b_ih: Tensor | None,
+    b_hh: Tensor | None,
+    *,
+    persistent: bool = False,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Run one layer over a time-major sequence x (T, B, I) -> (y (T, B, H), h_T, c_T) with Triton cells."""
+    """Run one layer over a time-major sequence x (T, B, I) -> (y (T, B, H), h_T, c_T) with Triton kernels.
+
+    `persistent=True` (or LSTMLAB_TRITON_PERSISTENT=1) runs the persistent loops where H fits on chip
+    (`PersistentLoops.fits`); they are verified only under Triton's interpreter so far."""
     check_arguments(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
     if x.device.type != "cuda" and not interpreting():
         raise BackendUnavailable(
@@ -116,4 +334,4 @@ def lstm_layer(
         )
     if x.dtype not in DTYPES:
         raise ValueError(f"the triton LSTM backend takes {', '.join(map(str, DTYPES))}, got {x.dtype}")
-    return run_layer(LOOPS, x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    return run_layer(choose_loops(w_hh.shape[1], x.dtype, persistent), x, h0, c0, w_ih, w_hh, b_ih, b_hh)
