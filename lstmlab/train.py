@@ -119,7 +119,7 @@ def train(
     params = count_parameters(model)
     backend = kernels.resolve(cfg.model.backend, device.type) if cfg.model.type == "scratch-lstm" else "torch.nn"
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg)
+    scheduler = make_scheduler(optimizer, cfg, task.higher_is_better)
     splits = {
         split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()} for split, arrays in dataset.splits.items()
     }
@@ -130,7 +130,7 @@ def train(
     # -- state: fresh, or from the checkpoint ---------------------------------------------------------
     step, elapsed, bad_evals = 0, 0.0, 0
     best: dict[str, Any] = {"step": None, "val": None, "model": None}
-    interval = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "seqs": 0, "time": 0.0, "scores": {}}
+    interval = new_interval()
     if run.has_checkpoint():
         ckpt = run.load_checkpoint(map_location=device)
         model.load_state_dict(ckpt["model"])
@@ -193,14 +193,10 @@ def train(
             optimizer.step()
             step += 1
             interval["time"] += time.perf_counter() - tic
-            interval["loss"] += loss.item()
             interval["n"] += 1
             interval["grad_norm"] += grad_norm.item()
             interval["seqs"] += cfg.train.batch_size
-            for name, (total, count) in task.score(output.detach(), batch).items():
-                acc = interval["scores"].setdefault(name, [0.0, 0.0])
-                acc[0] += total
-                acc[1] += count
+            accumulate(interval["scores"], task.score(output.detach(), batch))
             progress.update(1)
 
             if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
@@ -218,7 +214,7 @@ def train(
                 run.append_metrics(rows, columns)
                 progress.set_postfix(loss=f"{val['loss']:.4g}", **{metric: f"{val[metric]:.4g}"},
                                      seq_s=f"{common['seq_per_s']:.0f}")
-                interval = {"loss": 0.0, "n": 0, "grad_norm": 0.0, "seqs": 0, "time": 0.0, "scores": {}}
+                interval = new_interval()
 
                 if best["val"] is None or better(val[metric], best["val"][metric]) != best["val"][metric]:
                     weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -299,6 +295,19 @@ class StopAtStepBoundary:
 
 
 
+def new_interval() -> dict[str, Any]:
+    """Running sums between two evaluations: steps, grad norm, sequences, time, task scores (loss included)."""
+    return {"n": 0, "grad_norm": 0.0, "seqs": 0, "time": 0.0, "scores": {}}
+
+
+def accumulate(sums: dict[str, list[float]], scores: dict[str, tuple[float, float]]) -> None:
+    """Add one batch's (sum, count) per metric to running sums; metric = sum / count at the end."""
+    for name, (total, count) in scores.items():
+        acc = sums.setdefault(name, [0.0, 0.0])
+        acc[0] += total
+        acc[1] += count
+
+
 @torch.no_grad()
 def evaluate(model, task, split: dict[str, torch.Tensor], batch_size: int, autocast) -> dict[str, float]:
     """Every metric of the task over a whole split (sums over batches, then one division)."""
@@ -309,10 +318,7 @@ def evaluate(model, task, split: dict[str, torch.Tensor], batch_size: int, autoc
         batch = {k: v[start : start + batch_size] for k, v in split.items()}
         with autocast:
             output = model(batch["inputs"])
-        for name, (total, count) in task.score(output, batch).items():
-            acc = sums.setdefault(name, [0.0, 0.0])
-            acc[0] += total
-            acc[1] += count
+        accumulate(sums, task.score(output, batch))
     return {name: total / max(count, 1) for name, (total, count) in sums.items()}
 
 
@@ -343,11 +349,11 @@ def make_optimizer(model: torch.nn.Module, cfg: ExperimentConfig) -> torch.optim
     return torch.optim.RMSprop(params, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig):
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg: ExperimentConfig, higher_is_better: bool):
     """plateau: torch's ReduceLROnPlateau on the validation metric. constant and cosine are set per step
     by `set_lr`; for them this is a scheduler that holds no state of its own."""
     if cfg.train.schedule == "plateau":
-        mode = "max" if make_task(cfg.task).higher_is_better else "min"
+        mode = "max" if higher_is_better else "min"
         return torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=mode, factor=cfg.train.plateau_factor, patience=cfg.train.plateau_patience
         )
