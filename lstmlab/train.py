@@ -24,7 +24,7 @@ import torch
 
 import lstmlab
 from lstmlab import kernels
-from lstmlab.config import ExperimentConfig
+from lstmlab.config import ExperimentConfig, get_dotted
 from lstmlab.errors import UserError
 from lstmlab.models.sequence import build_model, count_parameters, resolve_hidden_size
 from lstmlab.runs import RunFolder
@@ -58,10 +58,7 @@ def run_name(cfg: ExperimentConfig, swept_keys: tuple[str, ...] = ()) -> str:
     for key in swept_keys:
         if key in ("model.layers", "model.type", "train.seed"):
             continue
-        value = raw
-        for part in key.split("."):
-            value = value[part]
-        name += f"-{key.split('.')[-1]}{value}"
+        name += f"-{key.split('.')[-1]}{get_dotted(raw, key)}"
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
