@@ -59,10 +59,13 @@ class Row:
     limits: dict[str, float] = field(default_factory=dict)
     error: str | None = None
 
+    def over(self, key: str) -> bool:
+        """Whether quantity `key` is over its limit; written so that a NaN difference counts as over."""
+        return not self.diffs[key] <= self.limits[key]
+
     @property
     def passed(self) -> bool:
-        # written so that a NaN difference fails
-        return self.error is None and all(self.diffs[k] <= self.limits[k] for k in self.limits)
+        return self.error is None and not any(self.over(k) for k in self.limits)
 
     def largest(self, prefix: str) -> float:
         """The largest difference among quantities whose name starts with `prefix`."""
@@ -72,7 +75,7 @@ class Row:
     @property
     def failures(self) -> list[str]:
         """Quantities over their limit, worst first relative to the limit."""
-        over = [k for k in self.limits if not self.diffs[k] <= self.limits[k]]
+        over = [k for k in self.limits if self.over(k)]
         return sorted(over, key=lambda k: -math.inf if math.isnan(self.diffs[k]) else -self.diffs[k] / self.limits[k])
 
 
@@ -160,7 +163,7 @@ def _number(row: Row, keys: tuple[str, ...]) -> str:
     if not keys:
         return "-"
     text = f"{max(row.diffs[k] for k in keys):.1e}"
-    return f"[red]{text}[/red]" if any(not row.diffs[k] <= row.limits[k] for k in keys) else text
+    return f"[red]{text}[/red]" if any(row.over(k) for k in keys) else text
 
 
 def _runnable_backends(device_type: str) -> list[str]:
