@@ -34,6 +34,12 @@ class BackendUnavailable(RuntimeError):
     """The backend exists but cannot run here (missing dependency, wrong device)."""
 
 
+def check_name(name: str) -> None:
+    """Raise ValueError listing the valid names when `name` is not a backend name (or `auto`)."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(BACKEND_NAMES)}")
+
+
 def available(name: str, device_type: str) -> bool:
     """Whether backend `name` can run on a device of type `device_type` ("cpu", "cuda")."""
     if name == "reference":
@@ -56,8 +62,7 @@ def resolve(name: str, device_type: str) -> str:
 
     An explicit name that cannot run here raises; only `auto` falls back, and it says so.
     """
-    if name not in BACKEND_NAMES:
-        raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(BACKEND_NAMES)}")
+    check_name(name)
     if name != "auto":
         if not available(name, device_type):
             raise BackendUnavailable(f"LSTM backend {name!r} cannot run on device type {device_type!r}")

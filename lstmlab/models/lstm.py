@@ -214,10 +214,7 @@ class LSTM(nn.Module):
             raise TypeError(f"num_layers should be of type int, got: {type(num_layers).__name__}")
         if num_layers <= 0:
             raise ValueError("num_layers must be greater than zero")
-        if backend not in kernels.BACKEND_NAMES:
-            raise ValueError(
-                f"unknown LSTM backend {backend!r}; valid backends: {', '.join(kernels.BACKEND_NAMES)}"
-            )
+        kernels.check_name(backend)
 
         self.input_size = input_size
         self.hidden_size = hidden_size
