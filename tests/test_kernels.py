@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lstmlab import kernels
 from lstmlab.kernels import BackendUnavailable, fused, reference
 
 REPO = Path(__file__).resolve().parents[1]
@@ -517,3 +518,29 @@ def test_triton_persistent_on_cuda_matches_reference():
             ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
             actual = outputs_and_grads(lambda *t: triton_lstm.lstm_layer(*t, persistent=True), ours)
             assert_relative([a.cpu() for a in actual], expected, tol)
+
+
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_stacked_layer_is_each_member_alone(backend):
+    """The stacked form: member k of the result is the plain layer on member k's slices (float64)."""
+    g = torch.Generator().manual_seed(7)
+    K, T, B, I, H = 3, 5, 2, 3, 4
+    x = torch.randn(K, T, B, I, generator=g, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(K, B, H, generator=g, dtype=torch.float64) for _ in range(2))
+    w_ih = torch.randn(K, 4 * H, I, generator=g, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(K, 4 * H, H, generator=g, dtype=torch.float64, requires_grad=True)
+    b_ih, b_hh = (torch.randn(K, 4 * H, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    y, h, c = kernels.get_stacked(backend)(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    assert y.shape == (K, T, B, H) and h.shape == (K, B, H) and c.shape == (K, B, H)
+    (y.sum() + h.square().sum() + c.sum()).backward()
+    stacked_grads = [t.grad.clone() for t in (x, w_ih, w_hh, b_ih)]
+    for k in range(K):
+        leaves = [t[k].detach().clone().requires_grad_() for t in (x, w_ih, w_hh, b_ih)]
+        xk, wik, whk, bik = leaves
+        yk, hk, ck = kernels.get("reference")(xk, h0[k], c0[k], wik, whk, bik, b_hh[k].detach())
+        torch.testing.assert_close(y[k], yk, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(h[k], hk, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(c[k], ck, rtol=1e-10, atol=1e-12)
+        (yk.sum() + hk.square().sum() + ck.sum()).backward()
+        for leaf, grad in zip(leaves, stacked_grads, strict=True):
+            torch.testing.assert_close(grad[k], leaf.grad, rtol=1e-10, atol=1e-12)

@@ -12,6 +12,17 @@ Every backend computes the same function (gate order i, f, g, o, as torch.nn.LST
     y      (T, B, H)        hidden state at every step; h_T, c_T (B, H) the final state
 
 `reference` is the slow twin every faster backend is tested against.
+
+A pack of K independent members (seeds, learning rates, ... of one architecture) runs through the stacked
+form of the same function, every tensor with a leading member axis:
+
+    lstm_layer_stacked(x, h0, c0, w_ih, w_hh, b_ih, b_hh) -> (y, h_T, c_T)
+
+    x      (K, T, B, I)     h0, c0 (K, B, H)     w_ih (K, 4H, I)     w_hh (K, 4H, H)
+    b_ih, b_hh (K, 4H) | None                    y (K, T, B, H)      h_T, c_T (K, B, H)
+
+Member k of the result is exactly `lstm_layer` on member k's slices: members never mix. A backend
+module may define its own `lstm_layer_stacked`; `get_stacked` falls back to a loop over members.
 """
 
 from __future__ import annotations
@@ -81,6 +92,29 @@ def _importable(name: str) -> bool:
     except (ImportError, AttributeError):
         return False
     return True
+
+
+def get_stacked(name: str) -> Callable:
+    """The stacked (member-axis) layer function of a concrete backend: its own, or a loop over members."""
+    layer = get(name)
+    stacked = getattr(importlib.import_module(BACKENDS[name].split(":")[0]), "lstm_layer_stacked", None)
+    return stacked if stacked is not None else loop_over_members(layer)
+
+
+def loop_over_members(layer: Callable) -> Callable:
+    """A stacked layer function made of one `layer` call per member (the slow twin of a stacked kernel)."""
+
+    def lstm_layer_stacked(x, h0, c0, w_ih, w_hh, b_ih, b_hh):
+        import torch
+
+        outs = [
+            layer(x[k], h0[k], c0[k], w_ih[k], w_hh[k], None if b_ih is None else b_ih[k],
+                  None if b_hh is None else b_hh[k])
+            for k in range(x.shape[0])
+        ]
+        return tuple(torch.stack(parts) for parts in zip(*outs, strict=True))
+
+    return lstm_layer_stacked
 
 
 def get(name: str) -> Callable:
