@@ -1,0 +1,120 @@
+"""Which runs train together: the pack key, and the plan that turns a sweep's runs into units of work.
+
+A pack is a group of runs that share an architecture and a data stream shape, trained in one process
+through one stacked kernel (see lstmlab.models.packed). Packing is an execution choice, not part of a
+run's identity: every member writes the run folder, and the numbers, it would write alone.
+
+Runs pack together when their resolved configs are equal outside MEMBER_KEYS: the keys that change
+neither a tensor shape nor the pack's shared loop. Those may differ member by member because every
+member keeps its own copy of what they drive: its seed (initial weights, batch order, dropout masks),
+its torch.optim optimizer of its own type and hyperparameters, its learning-rate schedule, its gradient
+clipping, its early stopping, its initial forget-gate bias and its dropout probability. Everything else
+must be equal: the task (the dataset), model type, layers, resolved hidden size, embedding size, weight
+tying, backend, device, dtype, precision, threads, batch size, steps, evaluation cadence and batch size.
+A key added to the schema later is shared by default, so a new key never packs runs it should not.
+
+Only scratch-lstm runs pack: torch.nn's LSTM, GRU and RNN run through torch's own kernels, which have no
+member axis, so each such run is a unit of its own (the same as `--pack 1`).
+
+A resumed sweep regroups members by the step their checkpoints hold: members stopped at different steps
+by an unlucky kill form different packs, and each still continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lstmlab.config import ExperimentConfig
+
+MEMBER_KEYS = (
+    "train.seed",
+    "train.optimizer",
+    "train.lr",
+    "train.weight_decay",
+    "train.momentum",
+    "train.grad_clip",
+    "train.schedule",
+    "train.warmup_steps",
+    "train.min_lr_ratio",
+    "train.plateau_factor",
+    "train.plateau_patience",
+    "train.early_stop_patience",
+    "model.forget_bias",
+    "model.dropout",
+    "model.param_budget",  # once the hidden size is resolved, the budget that led to it changes nothing
+)
+PACKABLE_TYPES = ("scratch-lstm",)
+
+# `--pack auto`: the most members per pack on each device type. Measured with `lstmlab bench --study`
+# (docs/benchmarks.md, "Packed training"): past this size a bigger pack no longer buys runs per minute.
+AUTO_PACK = {"cpu": 16, "cuda": 64}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a sweep: its resolved config (hidden size written out), its run name, its checkpoint step."""
+
+    cfg: ExperimentConfig
+    name: str
+    step: int = 0  # the step its checkpoint holds; 0 for a fresh run
+
+
+@dataclass(frozen=True)
+class Unit:
+    """A piece of work for one process: the runs of one pack (or one run alone), all at the same step."""
+
+    points: tuple[Point, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.points]
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+
+def pack_key(cfg: ExperimentConfig) -> str | None:
+    """What must be equal for two resolved runs to share a pack (canonical JSON); None when the run never packs."""
+    if cfg.model.type not in PACKABLE_TYPES:
+        return None
+    raw = cfg.model_dump(mode="json")
+    for key in MEMBER_KEYS:
+        section, name = key.split(".")
+        raw[section].pop(name)
+    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+def auto_pack_size(device_type: str) -> int:
+    """The pack size `--pack auto` uses on a device type (see AUTO_PACK)."""
+    return AUTO_PACK.get(device_type, AUTO_PACK["cpu"])
+
+
+def balanced_sizes(n: int, most: int) -> list[int]:
+    """Split n members into the fewest packs of at most `most`, sizes differing by at most one: 10, 4 -> 4, 3, 3."""
+    count = math.ceil(n / most)
+    return [n // count + (1 if i < n % count else 0) for i in range(count)]
+
+
+def plan(points: Sequence[Point], pack: int) -> list[Unit]:
+    """Group points into units: packs of at most `pack` members sharing a pack key and a checkpoint step.
+
+    Groups keep the order in which their first point appears, and members keep the sweep's order, so
+    the same sweep always gives the same plan. `pack=1` gives one unit per point.
+    """
+    if pack < 1:
+        raise ValueError(f"pack size must be at least 1, got {pack}")
+    groups: dict[tuple, list[Point]] = {}
+    for i, point in enumerate(points):
+        key = pack_key(point.cfg)
+        group = (key, point.step) if key is not None and pack > 1 else (None, i)
+        groups.setdefault(group, []).append(point)
+    units = []
+    for members in groups.values():
+        start = 0
+        for size in balanced_sizes(len(members), pack):
+            units.append(Unit(tuple(members[start : start + size])))
+            start += size
+    return units
