@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from lstmlab.errors import ConfigError
-from lstmlab.tasks import TASKS
+from lstmlab.plugins import core_names
+from lstmlab.tasks import TASKS, valid_tasks
 
 
 def _task_union():
@@ -29,7 +30,7 @@ def _task_union():
 
 TaskConfigUnion = _task_union()
 
-MODEL_TYPES = ("scratch-lstm", "lstm", "gru", "rnn")
+MODEL_TYPES = core_names(("scratch-lstm", "lstm", "gru", "rnn"))  # built-in, then installed plugin cores
 
 
 class ModelConfig(BaseModel):
@@ -37,9 +38,10 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["scratch-lstm", "lstm", "gru", "rnn"] = Field(
+    type: Literal[MODEL_TYPES] = Field(  # type: ignore[valid-type]
         "scratch-lstm",
-        description="Recurrent core: lstmlab's own LSTM (scratch-lstm) or torch.nn's LSTM, GRU, RNN.",
+        description="Recurrent core: lstmlab's own LSTM (scratch-lstm) or torch.nn's LSTM, GRU, RNN "
+        "(or a core an installed plugin adds).",
     )
     layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
     hidden_size: int | None = Field(
@@ -269,7 +271,7 @@ def format_error(error: dict, raw: dict) -> str:
         valid = f"; valid keys: {', '.join(_schema_keys(section))}" if section else ""
         return f"{key}: unknown key{valid}"
     if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"{key}.name: unknown or missing task name; valid tasks: {', '.join(sorted(TASKS))}"
+        return f"{key}.name: unknown or missing task name; {valid_tasks()}"
     message = error["msg"].removeprefix("Value error, ")
     if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
@@ -397,17 +399,19 @@ def _table(prefix: str, model: type[BaseModel], skip: tuple[str, ...] = ()) -> l
 
 def config_reference() -> str:
     """Markdown tables of every config key, from the schema's own descriptions."""
-    from lstmlab.tasks import TASKS
+    from lstmlab.tasks import BUILTIN_TASKS  # not installed plugins: the README describes lstmlab itself
     from lstmlab.tasks.base import TaskConfig
 
     lines = ["### Top level", "", *_table("", ExperimentConfig, skip=("task", "model", "train")), ""]
     lines += ["### model", "", *_table("model.", ModelConfig), ""]
     lines += ["### train", "", *_table("train.", TrainConfig), ""]
     lines += ["### task (every task)", "", *_table("task.", TaskConfig), ""]
-    for name, cls in sorted(TASKS.items()):
+    for name, cls in sorted(BUILTIN_TASKS.items()):
         doc = (cls.__module__ and __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
         lines += [f"### task.name: {name}", "", doc[0] if doc else "", ""]
-        own = [k for k in cls.Config.model_fields if k not in TaskConfig.model_fields]
+        base = TaskConfig.model_fields  # a task's own keys, and shared keys it gives another meaning or default
+        own = [k for k, f in cls.Config.model_fields.items() if k != "name" and (
+            k not in base or (f.description, f.default) != (base[k].description, base[k].default))]
         if own:
             lines += _table("task.", cls.Config, skip=tuple(k for k in cls.Config.model_fields if k not in own))
         else:

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lstmlab.tasks import TASKS
+
 TINY = {
     "experiment": "tiny",
     "task": {"name": "adding", "seq_len": 8, "n_train": 256, "n_val": 64, "n_test": 64},
@@ -26,3 +28,12 @@ def tiny_config(tmp_path: Path) -> Path:
 def write_config(path: Path, raw: dict) -> Path:
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
+
+
+
+def _self_contained(task_class) -> bool:
+    return all(not field.is_required() for field in task_class.Config.model_fields.values())
+
+
+# tasks that make their data from their config alone (the arrays task reads a user's file: tests/test_arrays.py)
+SYNTHETIC_TASKS = sorted(name for name, cls in TASKS.items() if _self_contained(cls))

@@ -33,7 +33,8 @@ def _torch_core(cls: type[nn.RNNBase]) -> Callable[[int, ModelConfig], nn.Module
     return make
 
 
-# model.type -> factory(input_size, cfg) of a batch-first recurrent core returning (output, state)
+# model.type -> factory(input_size, cfg) of a batch-first recurrent core, called as core(x, state=None) and
+# returning (output, state); plugin cores (entry points in group lstmlab.cores) are looked up by `core_factory`
 CORES: dict[str, Callable[[int, ModelConfig], nn.Module]] = {
     "scratch-lstm": _scratch_lstm,
     "lstm": _torch_core(nn.LSTM),
@@ -48,8 +49,6 @@ class SequenceModel(nn.Module):
         super().__init__()
         if cfg.hidden_size is None:
             raise ValueError("model.hidden_size is not set (derive it from param_budget with resolve_hidden_size)")
-        if cfg.type not in CORES:
-            raise ValueError(f"unknown model type {cfg.type!r}; valid types: {', '.join(CORES)}")
         self.readout = spec.readout
         if spec.input_kind == "tokens":
             embedding_dim = cfg.embedding_dim or cfg.hidden_size
@@ -58,7 +57,7 @@ class SequenceModel(nn.Module):
         else:
             self.encoder = nn.Identity()
             core_input = spec.input_size
-        self.core = CORES[cfg.type](core_input, cfg)
+        self.core = core_factory(cfg.type)(core_input, cfg)
         self.head = nn.Linear(cfg.hidden_size, spec.output_size)
         if cfg.tie_weights:
             if spec.input_kind != "tokens" or spec.output_size != spec.input_size:
@@ -75,6 +74,17 @@ class SequenceModel(nn.Module):
         if self.readout == "last":
             y = y[:, -1]  # (B, H)
         return self.head(y)  # (B, C) or (B, T, C)
+
+
+def core_factory(name: str) -> Callable[[int, ModelConfig], nn.Module]:
+    """A built-in core's factory, or an installed plugin's; ValueError naming the valid types otherwise."""
+    from lstmlab import plugins
+
+    if name in CORES:
+        return CORES[name]
+    if name in plugins.plugin_entry_points(plugins.CORE_GROUP):
+        return plugins.load_core(name)
+    raise ValueError(f"unknown model type {name!r}; valid types: {', '.join(plugins.core_names(tuple(CORES)))}")
 
 
 def init_forget_bias(core: nn.Module, value: float) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -72,6 +73,14 @@ class Task(ABC):
     @abstractmethod
     def baselines(self, splits: Splits, info: dict[str, Any]) -> dict[str, float]:
         """The headline metric of trivial predictors on the test split. Must contain "trivial"."""
+
+    def sources(self, info: dict[str, Any]) -> list[Path]:
+        """Files outside lstmlab that `generate` read (a user's arrays, a text corpus), right after it ran.
+
+        Their sha256 goes into meta.json and is checked on every load: a dataset whose source changed is
+        refused, as a changed dataset file is. Synthetic tasks read none.
+        """
+        return []
 
     def solve_threshold(self, baselines: dict[str, float]) -> float:
         """A run whose test metric beats this counts as having solved the task."""

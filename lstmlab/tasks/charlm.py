@@ -6,8 +6,9 @@ source is the `.py` files of the running Python's standard library (`sysconfig.g
 without `test`/`tests`/`idlelib` folders and `site-packages`), in sorted order: no data to supply and
 nothing to download. The standard library differs between Python versions, so this default dataset
 differs between machines: `info` records the Python version, the files read and a hash of their
-names and sizes, and the checksums still protect a folder once written. Editing a source file does not
-change the task config, so delete the dataset folder to regenerate it from the new text.
+names and sizes, and the checksums still protect a folder once written. The files read are the task's
+sources: a dataset whose text files changed since it was made is refused (editing a source file does not
+change the task config), so delete the dataset folder to regenerate it from the new text.
 
 The text is read up to the characters the splits need and cut into three contiguous chunks, train
 then val then test; each chunk of n · seq_len + 1 characters gives n windows of seq_len + 1 characters
@@ -151,6 +152,11 @@ class CharLMTask(Task):
             "chars": len(text),
         }
         return splits, info
+
+    def sources(self, info: dict[str, Any]) -> list[Path]:
+        """The files `generate` read: the first n_files of the same sorted listing."""
+        files = text_files(self.cfg.text) if self.cfg.text else stdlib_files()
+        return files[: info["n_files"]]
 
     def spec(self, info: dict[str, Any]) -> TaskSpec:
         V = len(info["vocab"])

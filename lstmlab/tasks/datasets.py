@@ -4,9 +4,11 @@ Layout of one dataset, `<data-dir>/<task>-<hash>/`, where <hash> is the first 10
 sha256 of the task config (canonical JSON):
 
     train-inputs.npy  train-targets.npy  val-...  test-...   one .npy per split and array
-    meta.json         task config, sizes, sha256 of every file, baselines, metric, task info, and
-                      meta_sha256: the sha256 of meta.json's own content (canonical JSON without that
-                      key), so that an edit to meta.json — a baseline, a checksum — is caught too
+    meta.json         task config, sizes, sha256 of every file, baselines, metric, task info, the
+                      sha256 of every source file the task read (`Task.sources`: a user's data, a
+                      text corpus), and meta_sha256: the sha256 of meta.json's own content (canonical
+                      JSON without that key), so that an edit to meta.json — a baseline, a checksum — is
+                      caught too
 
 The same task config gives byte-identical files: arrays come from the config's seed alone, .npy holds
 no timestamps, and meta.json is written with sorted keys.
@@ -54,7 +56,9 @@ def _meta_checksum(meta: dict[str, Any]) -> str:
 
 
 def regenerate_hint(cfg: TaskConfig, folder: Path) -> str:
-    sets = " ".join(f"--set task.{k}={v}" for k, v in cfg.model_dump(mode="json").items() if k != "name")
+    defaults = {k: f.default for k, f in type(cfg).model_fields.items() if not f.is_required()}
+    sets = " ".join(f"--set task.{k}={v if isinstance(v, str) else json.dumps(v)}"  # YAML reads JSON's null, [..]
+                    for k, v in cfg.model_dump(mode="json").items() if k != "name" and v != defaults.get(k, ...))
     return (
         f"delete {folder} and regenerate it with `lstmlab generate-data --task {cfg.name} {sets} "
         f"--data-dir {folder.parent}`"
@@ -96,6 +100,7 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False) -> P
             "baselines": baselines,
             "solve_threshold": task.solve_threshold(baselines),
             "info": info,
+            "sources": {str(path): _sha256(path) for path in task.sources(info)},
         }
         meta["meta_sha256"] = _meta_checksum(meta)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -140,6 +145,14 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
                 f"dataset file {path} was changed or truncated (sha256 differs from meta.json); "
                 f"{regenerate_hint(cfg, folder)}"
             )
+    for name, expected in sorted(meta.get("sources", {}).items()):
+        path = Path(name)
+        if not path.is_file():
+            raise DataError(f"source file {path} of dataset {folder} is missing (the dataset was made from it; "
+                            f"a relative path is read from the current folder); {regenerate_hint(cfg, folder)}")
+        if _sha256(path) != expected:
+            raise DataError(f"source file {path} changed since dataset {folder} was made from it (sha256 differs "
+                            f"from meta.json); {regenerate_hint(cfg, folder)}")
     return meta
 
 
