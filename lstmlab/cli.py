@@ -49,15 +49,17 @@ def user_errors(command):
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
+        from rich.markup import escape
+
         from lstmlab.errors import UserError
 
         try:
             return command(*args, **kwargs)
-        except UserError as e:
-            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True)
+        except UserError as e:  # escaped: a message may hold brackets, e.g. lstmlab[plot]
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
             raise typer.Exit(2) from None
         except ValueError as e:  # registries and kernels raise ValueError naming the valid choices
-            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True)
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -199,6 +201,56 @@ def compare(
 
         draw(comparison, plot)
         _console(stderr=True).print(f"plot written to {plot}")
+
+
+@app.command(rich_help_panel="Analysis")
+@user_errors
+def inspect(
+    paths: Annotated[list[Path], typer.Argument(help="A run folder, or folders above run folders.",
+                                                show_default=False)],
+    split: Annotated[str, typer.Option("--split", help="Split whose first sequences are inspected: train | val | "
+                                       "test.", rich_help_panel=CONFIG_PANEL)] = "val",
+    batch: Annotated[int, typer.Option("--batch", help="How many sequences of the split.",
+                                       rich_help_panel=CONFIG_PANEL)] = 256,
+    by: Annotated[list[str] | None, typer.Option("--by", help="Config key(s) to group a folder of runs by. "
+                                                    "Default: model.layers.", rich_help_panel=CONFIG_PANEL)] = None,
+    format_: Annotated[str, typer.Option("--format", help="table | json.", rich_help_panel=OUTPUT_PANEL)] = "table",
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write gradient norm against time step and gate "
+                                                 "saturation to FILE (needs the [plot] extra).",
+                                                 rich_help_panel=OUTPUT_PANEL)] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Look inside trained runs: the gradient reaching each time step and layer, and gate saturation.
+
+    A completed run is read at its best weights, any other at its latest checkpoint. Nothing is written
+    to the run folders.
+    """
+    from lstmlab.errors import UserError
+    from lstmlab.inspect import inspect_run, inspect_runs
+    from lstmlab.inspect_render import FORMATS, check_plot_path, render
+    from lstmlab.inspect_render import plot as draw
+
+    if format_ not in FORMATS:
+        raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
+    if plot is not None:
+        check_plot_path(plot)  # before the work, not after it
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise UserError(f"no such path: {', '.join(missing)}")
+    log = _console(stderr=True).print
+    if len(paths) == 1 and (paths[0] / "config.yaml").exists():
+        result = inspect_run(paths[0], split=split, batch=batch, data_dir=data_dir, log=log)
+    else:
+        result = inspect_runs(paths, by=tuple(by or ("model.layers",)), split=split, batch=batch,
+                              data_dir=data_dir, log=log)
+    output = render(result, format_)
+    if isinstance(output, str):
+        sys.stdout.write(output + "\n")
+    else:
+        _console().print(output)
+    if plot is not None:
+        draw(result, plot)
+        log(f"plot written to {plot}")
 
 
 @app.command(rich_help_panel="Checks")

@@ -25,7 +25,7 @@ def test_help_does_not_import_torch():
 def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "lstmlab", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for command in ("train", "generate-data", "compare", "verify"):
+    for command in ("train", "generate-data", "compare", "inspect", "verify"):
         assert command in out.stdout
 
 

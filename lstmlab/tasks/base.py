@@ -90,12 +90,14 @@ class Task(ABC):
     # -- scoring (tensors) --------------------------------------------------------------------------
     def loss(self, output, batch):
         """Mean training loss of one batch (a scalar tensor)."""
+        import torch
         import torch.nn.functional as F
 
         target = batch["targets"]
+        out = output if output.dtype == torch.float64 else output.float()  # bf16/fp16 up to fp32; fp64 stays
         if self.loss_kind == "mse":
-            return F.mse_loss(output.float(), target.float())
-        return F.cross_entropy(output.float().reshape(-1, output.shape[-1]), target.reshape(-1))
+            return F.mse_loss(out, target.to(out.dtype))
+        return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
 
     def score(self, output, batch) -> dict[str, tuple[float, float]]:
         """Sums and counts of each metric over one batch, so that evaluation over many batches is exact.

@@ -1,0 +1,297 @@
+"""Inside a trained run: how much gradient reaches each time step, and how saturated the gates are.
+
+    inspect_run(path)              -> one run's object (its best weights, or its latest checkpoint)
+    inspect_runs(paths, by=...)    -> runs grouped by config keys, each group summarised
+    summarize(trace)               -> the numbers of one batch (also what diagnostics.csv rows are made of)
+
+The gradient flow comes from `lstmlab.gradflow.trace` (per-step forward, hand-written backward through
+time, float64 on copies of the run's weights). What the numbers are:
+
+- `grad_h[t]` for each layer: the mean over the batch's sequences b of ‖∂(B·L)/∂h_{t,b}‖₂, where L is the
+  task's training loss on the batch (a mean over its B sequences) and ∂/∂h_t is the *total* derivative:
+  every path from h_t to the loss (the head, the layer above, and step t+1). Scaling by B makes it the
+  gradient of sequence b's own loss, so the numbers do not depend on the batch size. `grad_c[t]` (LSTM)
+  and `grad_x[t]` (the first layer's input x_t, the embedding vector for token tasks) likewise.
+- `grad_h_first_to_last` = grad_h[first step] / grad_h[last step]: how much of the gradient reaches the start.
+- gates, per layer over every step and sequence of the batch: `mean`, `saturated` (the fraction with
+  σ < 0.05 or σ > 0.95 for sigmoid gates — LSTM i, f, o; GRU r, z — and |tanh| > 0.95 for LSTM g and
+  GRU n), `quantiles` and a `histogram`. An RNN has no gates: its layers report the saturation of h
+  itself (`activation`: |h| > 0.95 for tanh, h = 0 for relu).
+- `c_abs_mean[t]` (LSTM) and `h_abs_mean[t]`: the mean |c_t| and |h_t| over sequences and units.
+
+Steps are positions in the batch's arrays: for left-padded tasks (temporal order) the first steps of
+shorter sequences are padding. Nothing is written: a run folder is only read.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lstmlab.errors import UserError
+from lstmlab.runs import RunFolder, find_runs
+
+SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
+SIGMOID_SATURATED = 0.05  # σ < 0.05 or σ > 0.95
+TANH_SATURATED = 0.95  # |tanh| > 0.95
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+HISTOGRAM_BINS = 20
+TANH_GATES = {"g", "n"}  # LSTM's cell candidate and GRU's candidate; every other gate is a sigmoid
+
+
+# -- the numbers of one batch --------------------------------------------------------------------------
+
+
+def summarize(trace) -> dict[str, Any]:
+    """One batch's gradient flow and gate statistics (the JSON contract's `layers` and `grad_x`)."""
+    layers = []
+    for index, layer in enumerate(trace.layers):
+        grad_h = step_norms(layer.dh)
+        grad_c = step_norms(layer.dc) if layer.dc is not None else None
+        entry: dict[str, Any] = {
+            "layer": index,
+            "grad_h": grad_h,
+            "grad_c": grad_c,
+            "grad_h_first_to_last": first_to_last(grad_h),
+            "grad_c_first_to_last": first_to_last(grad_c) if grad_c is not None else None,
+            "gates": {name: gate_stats(name, values) for name, values in layer.gates.items()},
+            "c_abs_mean": layer.c.abs().mean(dim=(1, 2)).tolist() if layer.c is not None else None,
+            "h_abs_mean": layer.h.abs().mean(dim=(1, 2)).tolist(),
+        }
+        if trace.kind == "rnn":
+            entry["activation"] = activation_stats(layer.h, trace.nonlinearity)
+        layers.append(entry)
+    grad_x = step_norms(trace.dx)
+    return {"loss": trace.loss, "layers": layers, "grad_x": grad_x, "grad_x_first_to_last": first_to_last(grad_x)}
+
+
+def step_norms(grad) -> list[float]:
+    """(T, B, N) gradients of the batch-mean loss -> per step, the mean over b of ‖B · grad[t, b]‖₂."""
+    batch = grad.shape[1]
+    return (grad * batch).norm(dim=-1).mean(dim=1).tolist()
+
+
+def first_to_last(values: list[float]) -> float | None:
+    return values[0] / values[-1] if values[-1] != 0 else None
+
+
+def gate_stats(name: str, values) -> dict[str, Any]:
+    """Mean, saturated fraction, quantiles and a histogram of one gate over every step, sequence and unit."""
+    import numpy as np
+    import torch
+
+    flat = values.detach().reshape(-1)
+    if name in TANH_GATES:
+        saturated, low, high = flat.abs() > TANH_SATURATED, -1.0, 1.0
+    else:
+        saturated, low, high = (flat < SIGMOID_SATURATED) | (flat > 1 - SIGMOID_SATURATED), 0.0, 1.0
+    counts = torch.histc(flat, bins=HISTOGRAM_BINS, min=low, max=high)
+    quantiles = np.quantile(flat.cpu().numpy(), QUANTILES)  # numpy: torch.quantile caps its input size
+    return {
+        "mean": flat.mean().item(),
+        "saturated": saturated.to(flat.dtype).mean().item(),
+        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+        "histogram": {"edges": torch.linspace(low, high, HISTOGRAM_BINS + 1).tolist(),
+                      "fraction": (counts / flat.numel()).tolist()},
+    }
+
+
+def activation_stats(h, nonlinearity: str) -> dict[str, Any]:
+    """An RNN layer's h_t: saturated means |h| > 0.95 (tanh, where tanh' < 0.1) or h = 0 (relu, where relu' = 0)."""
+    saturated = h.abs() > TANH_SATURATED if nonlinearity == "tanh" else h == 0
+    return {"nonlinearity": nonlinearity, "mean": h.mean().item(),
+            "saturated": saturated.to(h.dtype).mean().item()}
+
+
+# -- one run folder ------------------------------------------------------------------------------------
+
+
+def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, data_dir: str | Path = "data",
+                log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The gradient flow and gates of a run folder on the first `batch` sequences of `split`.
+
+    Uses the run's best-by-validation weights when it completed, else its latest checkpoint (a run still
+    training, interrupted or failed); `weights` in the result says which, and from which step.
+    """
+    import torch
+
+    from lstmlab.gradflow import trace
+    from lstmlab.models.sequence import LSTM_TYPES, build_model
+    from lstmlab.tasks import make_task
+    from lstmlab.tasks.datasets import load as load_dataset
+
+    check_options(split, batch)
+    folder = RunFolder(path)
+    cfg = read_config(folder)
+    try:
+        summary = folder.summary()
+    except (OSError, ValueError) as e:  # ValueError: not JSON, not text
+        raise UserError(f"{folder.path / 'summary.json'} cannot be read: {str(e).splitlines()[0]}") from None
+    status = (summary or {}).get("status")
+    state, weights = pick_weights(folder, status)
+
+    dataset = load_dataset(cfg.task, data_dir, log=log)
+    model_cfg = cfg.model
+    if model_cfg.type in LSTM_TYPES:  # torch.nn.LSTM's state_dict loads into the scratch LSTM: same keys
+        model_cfg = model_cfg.model_copy(update={"type": "scratch-lstm", "backend": "reference"})
+    model = build_model(model_cfg, dataset.spec)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{folder.path / 'checkpoint.pt'}: weights do not fit the model of config.yaml "
+                        f"({str(e).splitlines()[0]})") from None
+    arrays = dataset.splits[split]
+    n = min(batch, len(arrays["inputs"]))
+    tensors = {k: torch.from_numpy(v[:n]) for k, v in arrays.items()}
+    result = trace(model, tensors["inputs"], tensors, make_task(cfg.task).loss)
+    return {
+        "run": (summary or {}).get("run") or folder.path.name,
+        "path": str(folder.path),
+        "task": cfg.task.name,
+        "model_type": cfg.model.type,
+        "core": result.kind,
+        "num_layers": cfg.model.layers,
+        "hidden_size": cfg.model.hidden_size,
+        "weights": weights,
+        "split": split,
+        "batch": n,
+        "seq_len": result.x.shape[0],
+        "norm": "mean over sequences b of ||d(B*L)/d(.)_{t,b}||_2, L the batch-mean training loss",
+        **summarize(result),
+    }
+
+
+def check_options(split: str, batch: int) -> None:
+    from lstmlab.tasks import SPLITS
+
+    if split not in SPLITS:
+        raise UserError(f"--split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
+    if batch < 1:
+        raise UserError(f"--batch: must be at least 1 sequence (got {batch})")
+
+
+def read_config(folder: RunFolder):
+    from lstmlab.config import validate
+
+    if not folder.exists():
+        raise UserError(f"{folder.path} is not a run folder: it has no config.yaml (give a run folder, or a "
+                        "folder above run folders such as runs/<experiment>)")
+    try:
+        raw = folder.config()
+    except Exception as e:  # unreadable YAML, a file that is not text
+        raise UserError(f"{folder.path / 'config.yaml'} cannot be read: {str(e).splitlines()[0]}") from None
+    return validate(raw, source=str(folder.path / "config.yaml"))
+
+
+def pick_weights(folder: RunFolder, status: str | None) -> tuple[dict, dict[str, Any]]:
+    """(state_dict, which weights): the best-by-validation weights of a completed run, else the latest checkpoint."""
+    checkpoint = folder.path / "checkpoint.pt"
+    if not folder.has_checkpoint():
+        raise UserError(f"{folder.path}: no checkpoint.pt yet (status {status or 'unknown'}); a run writes its "
+                        "first checkpoint at its first evaluation (every train.eval_every steps)")
+    try:
+        ckpt = folder.load_checkpoint(map_location="cpu")
+    except Exception as e:  # truncated, not a torch file, written by another version
+        raise UserError(f"{checkpoint} cannot be read: {str(e).splitlines()[0]}") from None
+    best = ckpt.get("best") or {}
+    if status == "completed" and best.get("model") is not None:
+        return best["model"], {"source": "best", "step": best.get("step"), "status": status,
+                               "checkpoint_step": ckpt.get("step")}
+    return ckpt["model"], {"source": "latest checkpoint", "step": ckpt.get("step"), "status": status,
+                           "checkpoint_step": ckpt.get("step")}
+
+
+# -- folders of runs, grouped ---------------------------------------------------------------------------
+
+
+def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layers",), split: str = SPLIT,
+                 batch: int = BATCH, data_dir: str | Path = "data",
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Every run folder at or below `paths`, grouped by the dotted config keys `by`.
+
+    {"by": [...], "split": ..., "batch": ..., "groups": [{"key": {KEY: value}, "n": runs, "runs": [run
+    objects], "layers": [...], "grad_x": [...]}], "skipped": [{"path": ..., "reason": ...}]}: a group's
+    `layers` and `grad_x` are its runs' curves combined step by step (geometric mean of the gradient
+    norms, mean of the gate statistics), so groups plot and read like runs.
+    """
+    from lstmlab.compare import _check_keys, _dotted, _hashable, _order
+
+    check_options(split, batch)
+    by = tuple(by) or ("model.layers",)
+    folders = find_runs(list(paths))
+    if not folders:
+        raise UserError(f"no run folders under {', '.join(map(str, paths))}: a run folder holds a config.yaml")
+    configs: dict[Path, dict] = {}
+    skipped: list[dict[str, str]] = []
+    for folder in folders:
+        try:
+            configs[folder.path] = read_config(folder).model_dump(mode="json")
+        except UserError as e:
+            skipped.append({"path": str(folder.path), "reason": str(e)})
+    _check_keys(by, list(configs.values()))  # a --by key no run has: exit 2 with the valid keys
+
+    grouped: dict[tuple, list[dict]] = {}
+    for path, config in configs.items():
+        found = [_dotted(config, k) for k in by]
+        if not all(ok for ok, _ in found):
+            skipped.append({"path": str(path), "reason": f"config has no {', '.join(by)}"})
+            continue
+        try:
+            run = inspect_run(path, split=split, batch=batch, data_dir=data_dir, log=log)
+        except UserError as e:
+            skipped.append({"path": str(path), "reason": str(e)})
+            continue
+        grouped.setdefault(tuple(_hashable(value) for _, value in found), []).append(run)
+    groups = []
+    for key in sorted(grouped, key=lambda k: tuple(_order(v) for v in k)):
+        runs = grouped[key]
+        groups.append({"key": dict(zip(by, key, strict=True)), "n": len(runs), **combine(runs), "runs": runs})
+    skipped.sort(key=lambda s: s["path"])
+    return {"by": list(by), "split": split, "batch": batch, "groups": groups, "skipped": skipped}
+
+
+def combine(runs: list[dict]) -> dict[str, Any]:
+    """A group's curves: per layer index and step, the geometric mean of its runs' gradient norms (gradients
+    span decades: the arithmetic mean would be the largest run's), and the mean of the gate statistics."""
+    lengths = {run["seq_len"] for run in runs}
+    if len(lengths) > 1:
+        return {"layers": [], "grad_x": None, "note": f"sequence lengths differ ({sorted(lengths)}): not combined"}
+    layers = []
+    for index in range(max(len(run["layers"]) for run in runs)):
+        members = [run["layers"][index] for run in runs if len(run["layers"]) > index]
+        gates = {}
+        for name in dict.fromkeys(name for m in members for name in m["gates"]):  # every gate, in order
+            stats = [m["gates"][name] for m in members if name in m["gates"]]
+            gates[name] = {
+                "mean": _mean([s["mean"] for s in stats]),
+                "saturated": _mean([s["saturated"] for s in stats]),
+                "histogram": {"edges": stats[0]["histogram"]["edges"], "fraction": [
+                    _mean(f) for f in zip(*(s["histogram"]["fraction"] for s in stats), strict=True)]},
+            }
+        grad_h, grad_c = _geometric([m["grad_h"] for m in members]), _geometric([m["grad_c"] for m in members])
+        layers.append({
+            "layer": index, "n": len(members), "grad_h": grad_h, "grad_c": grad_c,
+            "grad_h_first_to_last": first_to_last(grad_h),
+            "grad_c_first_to_last": first_to_last(grad_c) if grad_c is not None else None,
+            "gates": gates,
+        })
+    grad_x = _geometric([run["grad_x"] for run in runs])
+    combined = {"layers": layers, "grad_x": grad_x, "grad_x_first_to_last": first_to_last(grad_x)}
+    cores = sorted({run["core"] for run in runs})
+    if len(cores) > 1:
+        combined["note"] = f"the group mixes {' and '.join(cores)} runs; add --by model.type to separate them"
+    return combined
+
+
+def _geometric(curves: list[list[float] | None]) -> list[float] | None:
+    """Step-by-step geometric mean of curves of equal length; None when any curve is None (no cell state)."""
+    if any(c is None for c in curves):
+        return None
+    return [0.0 if min(vs) <= 0 else math.exp(sum(map(math.log, vs)) / len(vs)) for vs in zip(*curves, strict=True)]
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
