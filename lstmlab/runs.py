@@ -6,6 +6,8 @@
       metrics.csv    one row per evaluation and split; rows are appended whole and flushed to disk
       summary.json   status (running | completed | failed | interrupted), params, metrics, baseline
       checkpoint.pt  model + optimizer + scheduler + RNG state + step: enough to resume in place
+      diagnostics.csv  optional (train.diagnostics_every): gradient flow and gate statistics every N steps,
+                     written like metrics.csv (lstmlab.diagnostics)
 
 Files that are replaced (config, env, summary, checkpoint) are written to a temporary file and renamed
 over the old one, so a reader sees the old or the new file, never a mix. A run counts as finished only
@@ -26,6 +28,7 @@ import yaml
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt"
+DIAGNOSTICS = "diagnostics.csv"  # a second table of rows by step, read and written like metrics.csv
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -75,9 +78,9 @@ class RunFolder:
         path = self.path / ENV
         return json.loads(path.read_text()) if path.exists() else None
 
-    def metrics(self) -> list[dict[str, Any]]:
-        """Complete rows of metrics.csv, numbers parsed; a trailing partial line is ignored."""
-        path = self.path / METRICS
+    def metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
+        """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored."""
+        path = self.path / name
         if not path.exists():
             return []
         text = path.read_text()
@@ -114,9 +117,9 @@ class RunFolder:
         torch.save(state, buffer)
         atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
 
-    def append_metrics(self, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    def append_metrics(self, rows: list[dict[str, Any]], columns: list[str], name: str = METRICS) -> None:
         """Append whole rows (header first if the file is new) and flush them to disk."""
-        path = self.path / METRICS
+        path = self.path / name
         new = not path.exists() or path.stat().st_size == 0
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -129,24 +132,24 @@ class RunFolder:
             f.flush()
             os.fsync(f.fileno())
 
-    def metrics_columns(self) -> list[str] | None:
-        path = self.path / METRICS
+    def metrics_columns(self, name: str = METRICS) -> list[str] | None:
+        path = self.path / name
         if not path.exists():
             return None
         with open(path) as f:
             header = f.readline()
         return header.strip().split(",") if header.endswith("\n") else None
 
-    def truncate_metrics(self, last_step: int) -> None:
+    def truncate_metrics(self, last_step: int, name: str = METRICS) -> None:
         """Keep only complete rows up to `last_step` (the checkpoint's): what a resumed run will redo goes."""
-        path = self.path / METRICS
+        path = self.path / name
         if not path.exists():
             return
-        columns = self.metrics_columns()
+        columns = self.metrics_columns(name)
         if columns is None:
             path.unlink()
             return
-        rows = [row for row in self.metrics() if isinstance(row.get("step"), int) and row["step"] <= last_step]
+        rows = [row for row in self.metrics(name) if isinstance(row.get("step"), int) and row["step"] <= last_step]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -156,7 +159,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove this run's files (for --restart)."""
-        for name in (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT):
+        for name in (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT, DIAGNOSTICS):
             (self.path / name).unlink(missing_ok=True)
 
 
