@@ -253,6 +253,93 @@ def inspect(
         log(f"plot written to {plot}")
 
 
+@app.command(rich_help_panel="Analysis")
+@user_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="A charlm run folder (runs/<experiment>/<run-name>).",
+                                        show_default=False)],
+    chars: Annotated[int, typer.Option("--chars", min=0, help="Characters to draw after the prime.")] = 500,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="Softmax temperature: 1 samples the "
+                                               "model's distribution, lower is more conservative, 0 always takes "
+                                               "the most likely character.")] = 1.0,
+    prime: Annotated[str, typer.Option("--prime", help="Text the model reads first.",
+                                       show_default="a newline")] = "\n",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the draws: the same seed gives the same "
+                                                "text. Default: a fresh one.", show_default=False)] = None,
+    data_dir: DataDir = Path("data"),
+) -> None:
+    """Print text written by a trained charlm run's best weights, to read what a depth has learned."""
+    from lstmlab.sample import sample_text
+
+    result = sample_text(run, chars=chars, temperature=temperature, prime=prime, seed=seed, data_dir=data_dir)
+    err = _console(stderr=True)
+    if result.unknown:
+        err.print(f"note: the run's alphabet lacks {result.unknown!r} of --prime; the model reads them as <unk>",
+                  markup=False)
+    err.print(f"{run}: best weights (step {result.step}), {chars} characters at temperature {temperature:g}",
+              markup=False)
+    sys.stdout.write(result.text + ("" if result.text.endswith("\n") else "\n"))
+
+
+export_app = typer.Typer(
+    name="export", no_args_is_help=True, rich_markup_mode="rich",
+    help="Send run folders where you already look: an MLflow tracking store, or TensorBoard event files.",
+)
+app.add_typer(export_app, rich_help_panel="Analysis")
+ByOption = Annotated[list[str] | None, typer.Option("--by", help="Config key(s) that group runs (compare's "
+                                                    "grouping). Default: model.layers.", rich_help_panel=CONFIG_PANEL)]
+
+
+@export_app.command("mlflow")
+@user_errors
+def export_mlflow(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders above them.", show_default=False)],
+    tracking_uri: Annotated[str, typer.Option("--tracking-uri", help="MLflow tracking store: a database URI "
+                                              "(sqlite:///FILE.db, postgresql://...) or a server (http://...).")
+                            ] = "sqlite:///mlflow.db",
+    experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment for every run. "
+                                                   "Default: each run's lstmlab experiment.",
+                                                   show_default=False)] = None,
+    by: ByOption = None,
+) -> None:
+    """One MLflow run per run folder: config as params, every metrics.csv row as metrics, tags, small files.
+
+    Exporting again updates the same MLflow runs (new points only), never duplicates them.
+    Needs the \\[mlflow] extra; see the runs with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
+    """
+    from lstmlab.export.mlflow import export_mlflow as export
+
+    console = _console()
+    done = export(paths, tracking_uri=tracking_uri, experiment=experiment, by=tuple(by or ("model.layers",)))
+    for item in done:
+        console.print(f"{item.action} {item.experiment}/{item.folder.name} ({item.run_id}): "
+                      f"{item.metrics} new metric points", markup=False)
+    console.print(f"{len(done)} run(s) in {tracking_uri}", markup=False)
+
+
+@export_app.command("tensorboard")
+@user_errors
+def export_tensorboard(
+    paths: Annotated[list[Path], typer.Argument(help="Run folders, or folders above them.", show_default=False)],
+    logdir: Annotated[Path, typer.Option("--logdir", help="TensorBoard log folder to write into.",
+                                         show_default=False)],
+    by: ByOption = None,
+) -> None:
+    """Event files per run (scalars, hparams), and per group of seeds its mean, min and max as runs of their own.
+
+    Exporting again replaces what an earlier export wrote there.
+    Needs the \\[tensorboard] extra; see them with `tensorboard --logdir DIR` (pip install tensorboard).
+    """
+    from lstmlab.export.tensorboard import export_tensorboard as export
+
+    done = export(paths, logdir, by=tuple(by or ("model.layers",)))
+    console = _console()
+    console.print(f"{len(done.runs)} run(s) and {len(done.groups)} group(s) (mean, min, max) -> {done.logdir}",
+                  markup=False)
+    for path, reason in done.skipped:
+        console.print(f"  not in a group: {path}: {reason}", markup=False)
+
+
 @app.command(rich_help_panel="Checks")
 def verify(
     dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float64 and/or float32 (default both).")] = None,

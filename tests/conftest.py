@@ -37,3 +37,18 @@ def _self_contained(task_class) -> bool:
 
 # tasks that make their data from their config alone (the arrays task reads a user's file: tests/test_arrays.py)
 SYNTHETIC_TASKS = sorted(name for name, cls in TASKS.items() if _self_contained(cls))
+
+
+@pytest.fixture(scope="session")
+def tiny_study(tmp_path_factory) -> Path:
+    """Four completed runs (layers 1, 2 × seeds 0, 1) of the tiny config: runs/tiny/<run-name>/. Read only."""
+    from typer.testing import CliRunner
+
+    from lstmlab.cli import app
+
+    root = tmp_path_factory.mktemp("study")
+    result = CliRunner().invoke(app, ["train", str(write_config(root / "tiny.yaml", TINY)), "-q", "--sweep",
+                                      "model.layers=1,2", "--sweep", "train.seed=0,1", "--runs-dir",
+                                      str(root / "runs"), "--data-dir", str(root / "data")])
+    assert result.exit_code == 0, result.output
+    return root / "runs"

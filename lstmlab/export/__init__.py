@@ -1,0 +1,115 @@
+"""Run folders out to where people already look: MLflow (`export.mlflow`) and TensorBoard (`export.tensorboard`).
+
+Both read run folders the same way (`read_run`) and name things the same way: the resolved config as
+dotted keys (`model.layers`), and every metrics.csv row as one scalar per numeric column, tagged
+`<split>/<column>` (`val/loss`, `train/mse`, `test/accuracy`) at the row's step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lstmlab.errors import UserError
+from lstmlab.runs import RunFolder
+
+NOT_SCALARS = ("step", "split")  # metrics.csv columns that place a row rather than measure something
+
+
+@dataclass
+class RunRecord:
+    """What an exporter needs of one run folder."""
+
+    folder: RunFolder
+    config: dict[str, Any]
+    summary: dict[str, Any]  # {} when the run has not written one yet
+    env: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def experiment(self) -> str:
+        return str(self.config.get("experiment") or self.folder.path.parent.name)
+
+    @property
+    def name(self) -> str:
+        return self.summary.get("run") or self.folder.path.name
+
+    @property
+    def status(self) -> str:
+        return self.summary.get("status") or "unknown"
+
+
+def read_run(folder: RunFolder) -> RunRecord:
+    """A run folder's files; UserError naming the file when one cannot be read."""
+    try:
+        config = folder.config()
+        summary = folder.summary() or {}
+        env = folder.env() or {}
+        rows = folder.metrics()
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:  # ValueError: json's errors
+        raise UserError(f"{folder.path}: unreadable run folder ({type(e).__name__}: {e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{folder.path / 'config.yaml'}: not a mapping of sections")
+    return RunRecord(folder, config, summary if isinstance(summary, dict) else {}, env, rows)
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"layers": 2}} -> {"model.layers": 2}; lists stay values (`task.text`)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def as_text(value: Any) -> str:
+    """A config value as YAML would write it inline: null, true, 0.001, [a, b]."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def scalars(rows: list[dict[str, Any]]) -> Iterator[tuple[str, int, float]]:
+    """(tag, step, value) for every numeric cell of metrics.csv rows; tags are `<split>/<column>`."""
+    for row in rows:
+        step, split = row.get("step"), row.get("split")
+        if not isinstance(step, int) or not isinstance(split, str):
+            continue
+        for column, value in row.items():
+            if column in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            yield f"{split}/{column}", step, float(value)
+
+
+def finite_or_none(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def folder_started(record: RunRecord) -> float | None:
+    """Seconds since the epoch when the run started, as far as its files tell: metrics.csv's last write
+    minus the elapsed time of its last row. None without rows."""
+    elapsed = [r["elapsed_s"] for r in record.rows if isinstance(r.get("elapsed_s"), (int, float))]
+    path = record.folder.path / "metrics.csv"
+    if not elapsed or not path.exists():
+        return None
+    return path.stat().st_mtime - elapsed[-1]
+
+
+def run_folders(paths: list[Path]) -> list[RunFolder]:
+    from lstmlab.runs import find_runs
+
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise UserError(f"no such path: {', '.join(missing)}")
+    folders = find_runs(list(paths))
+    if not folders:
+        raise UserError(f"no run folders under {', '.join(map(str, paths))}: a run folder holds a config.yaml")
+    return folders

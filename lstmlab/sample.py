@@ -1,0 +1,93 @@
+"""Text from a trained charlm run: read what its best weights learned, one character at a time.
+
+    sample_text(run, chars=500, temperature=1.0, prime="\\n", seed=None, data_dir="data") -> Sample
+
+The model reads the prime, then draws each next character from softmax(logits / temperature) and reads
+it in turn, carrying its recurrent state (as pytorch/examples word_language_model's generate.py does):
+
+    p(c_{t+1} | c_1..c_t) = softmax(z_t / temperature),    z_t = head(core(embed(c_t), state_{t-1}))
+
+temperature → 0 approaches always taking the most likely character (0 is exactly that); 1 samples the
+model's own distribution; above 1 flattens it. <unk> (id 0, characters the training text never had) is
+never drawn. The weights are the run's best by validation (the ones its test metric was measured with),
+from checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json under --data-dir.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from lstmlab.errors import UserError
+from lstmlab.runs import RunFolder
+
+
+@dataclass
+class Sample:
+    text: str  # the prime, then the drawn characters
+    prime: str
+    step: int | None  # the training step of the weights used
+    unknown: str  # characters of the prime outside the run's alphabet (read as <unk>)
+
+
+def load_run(path: str | Path, data_dir: str | Path):
+    """(resolved config, vocabulary, model with the run's best weights) of a charlm run folder."""
+    import torch
+
+    from lstmlab.config import validate
+    from lstmlab.models.sequence import build_model
+    from lstmlab.tasks.datasets import load
+
+    run = RunFolder(path)
+    if not run.exists():
+        raise UserError(f"{path} is not a run folder (no config.yaml); give runs/<experiment>/<run-name>")
+    cfg = validate(run.config(), source=str(run.path / "config.yaml"))
+    if cfg.task.name != "charlm":
+        raise UserError(f"{run.path} is a run of task {cfg.task.name}; lstmlab sample writes text from charlm runs")
+    if not run.has_checkpoint():
+        raise UserError(f"{run.path} has no checkpoint.pt: the run never reached its first evaluation")
+    dataset = load(cfg.task, data_dir, generate_missing=False)
+    vocab = dataset.meta["info"]["vocab"]
+    ckpt = run.load_checkpoint(map_location="cpu")
+    best = ckpt.get("best") or {}
+    weights, step = (best["model"], best.get("step")) if best.get("model") else (ckpt["model"], ckpt.get("step"))
+    model = build_model(cfg.model, dataset.spec).to(dtype=getattr(torch, cfg.train.dtype))
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as e:  # another alphabet: the dataset was made anew from different text
+        raise UserError(f"{run.path}/checkpoint.pt does not fit the model of its config with the {len(vocab)}-"
+                        f"character alphabet of {dataset.folder} (was the dataset made anew from other text?): "
+                        f"{str(e).splitlines()[0]}") from None
+    return cfg, vocab, model.eval(), step
+
+
+def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0, prime: str = "\n",
+                seed: int | None = None, data_dir: str | Path = "data") -> Sample:
+    import torch
+
+    from lstmlab.tasks.charlm import encode
+
+    if chars < 0 or temperature < 0:
+        raise UserError("--chars and --temperature must not be negative")
+    if not prime:
+        raise UserError("--prime: give at least one character for the model to start from")
+    cfg, vocab, model, step = load_run(path, data_dir)
+    generator = torch.Generator().manual_seed(seed if seed is not None else secrets.randbits(63))
+    ids = torch.from_numpy(encode(prime, vocab))[None, :]  # (1, P)
+    unknown = "".join(sorted({ch for ch, i in zip(prime, ids[0].tolist(), strict=True) if i == 0}))
+    drawn: list[int] = []
+    with torch.no_grad():
+        state = None
+        for _ in range(chars):
+            x = model.encoder(ids)  # (1, t, E): the whole prime first, then one character a step
+            y, state = model.core(x, state)
+            logits = model.head(y[:, -1]).double()  # (1, V)
+            logits[:, 0] = -torch.inf  # never draw <unk>
+            if temperature == 0:
+                nxt = logits.argmax(-1, keepdim=True)
+            else:
+                nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)
+            drawn.append(int(nxt))
+            ids = nxt  # (1, 1)
+    return Sample(prime + "".join(vocab[i] for i in drawn), prime, step, unknown)
