@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import warnings
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,20 @@ SHAPES = [  # (T, B, I, H)
 
 
 def cpp_available() -> bool:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the one-time "compiling" notice
-        return fused.cpp_loops() is not None
+    return fused.cpp_loops() is not None
 
 
-def loop_param(loop: str):
-    """`cpp` is skipped, with the build error, where the C++ loop cannot be built."""
-    if loop == "cpp" and not cpp_available():
+LOOPS = ["sequences", "steps", "python"]  # the C++ loops' two schedules, and the Python loop
+
+
+def loop_kwargs(loop: str) -> dict:
+    """Keyword arguments of the fused layer for `loop`; the C++ ones are skipped, with the build error, where the
+    C++ loop cannot be built."""
+    if loop == "python":
+        return {"loop": "python"}
+    if not cpp_available():
         pytest.skip(f"C++ loop unavailable: {fused._cpp_state['error']}")
-    return loop
+    return {"loop": "cpp", "schedule": loop}
 
 
 def make_inputs(steps, batch, inputs, hidden, dtype=torch.float64, bias=True, seed=0, zero_state=False):
@@ -99,29 +102,29 @@ def assert_relative(actual, expected, tol):
         assert err < tol, f"{name}: relative error {err:.2e} > {tol:.0e}"
 
 
-def fused_layer(loop):
-    return lambda *t: fused.lstm_layer(*t, loop=loop)
+def fused_layer(kwargs):
+    return lambda *t: fused.lstm_layer(*t, **kwargs)
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_fused_matches_reference_float64(shape, bias, loop):
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     tensors = make_inputs(*shape, bias=bias)
     expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
-    actual = outputs_and_grads(fused_layer(loop), detached(tensors))
+    actual = outputs_and_grads(fused_layer(kwargs), detached(tensors))
     assert_close(actual, expected, atol=1e-10)
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (12, 2, 16, 32)])
 def test_fused_matches_nn_lstm_float64(shape, bias, loop):
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     steps, batch, inputs, hidden = shape
     tensors = make_inputs(*shape, bias=bias, seed=3)
-    ours = outputs_and_grads(fused_layer(loop), detached(tensors))
+    ours = outputs_and_grads(fused_layer(kwargs), detached(tensors))
 
     module = torch.nn.LSTM(inputs, hidden, bias=bias).double()
     with torch.no_grad():
@@ -141,24 +144,24 @@ def _nn_lstm(module, x, h0, c0):
     return y, h[0], c[0]
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (20, 8, 24, 48)])
 def test_fused_float32_matches_float64_reference(shape, loop):
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     tensors = make_inputs(*shape, seed=5)
     expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
-    actual = outputs_and_grads(fused_layer(loop), [t.detach().float().requires_grad_() for t in tensors])
+    actual = outputs_and_grads(fused_layer(kwargs), [t.detach().float().requires_grad_() for t in tensors])
     assert all(a.dtype == torch.float32 for a in actual)
     assert_relative(actual, expected, tol=1e-5)
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 @pytest.mark.parametrize("initial_state", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
 def test_stacked_fused_layers_match_nn_lstm(layers, initial_state, bias, loop):
     """Layer l's y feeds layer l+1, as in nn.LSTM(num_layers=L); without a state both start at zeros."""
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     steps, batch, inputs, hidden = 8, 3, 5, 7
     torch.manual_seed(11)
     module = torch.nn.LSTM(inputs, hidden, num_layers=layers, bias=bias).double()
@@ -184,7 +187,7 @@ def test_stacked_fused_layers_match_nn_lstm(layers, initial_state, bias, loop):
             if initial_state
             else (torch.zeros(batch, hidden, dtype=torch.float64), torch.zeros(batch, hidden, dtype=torch.float64))
         )
-        inp, h_last, _ = fused.lstm_layer(inp, *state, *weights, *biases, loop=loop)
+        inp, h_last, _ = fused.lstm_layer(inp, *state, *weights, *biases, **kwargs)
         finals.append(h_last)
     h_ours = torch.stack(finals)
     ((inp * cot_y).sum() + (h_ours * cot_h).sum()).backward()
@@ -194,31 +197,31 @@ def test_stacked_fused_layers_match_nn_lstm(layers, initial_state, bias, loop):
         torch.testing.assert_close(a, e, atol=1e-10, rtol=0.0)
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 def test_fused_inference_saves_nothing_and_matches(loop):
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     tensors = make_inputs(6, 2, 3, 4)
     with torch.no_grad():
-        y, h, c = fused.lstm_layer(*tensors, loop=loop)
+        y, h, c = fused.lstm_layer(*tensors, **kwargs)
         y_ref, h_ref, c_ref = reference.lstm_layer(*tensors)
     assert y.grad_fn is None and h.grad_fn is None and c.grad_fn is None
     for a, e in ((y, y_ref), (h, h_ref), (c, c_ref)):
         torch.testing.assert_close(a, e, atol=1e-12, rtol=0.0)
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+@pytest.mark.parametrize("loop", LOOPS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_fused_saturated_gates_stay_finite_and_nan_propagates(loop, dtype):
     """Pre-activations of ±1e30 saturate the gates (no overflow to NaN); a NaN input still shows as NaN."""
-    loop = loop_param(loop)
+    kwargs = loop_kwargs(loop)
     x, h0, c0, w_ih, w_hh, _, _ = [None if t is None else t.detach().to(dtype) for t in make_inputs(4, 3, 2, 5)]
     for scale in (30.0, 1e30):
-        y, h, c = fused.lstm_layer(x * scale, h0, c0, w_ih, w_hh, None, None, loop=loop)
+        y, h, c = fused.lstm_layer(x * scale, h0, c0, w_ih, w_hh, None, None, **kwargs)
         y_ref, h_ref, c_ref = reference.lstm_layer(x * scale, h0, c0, w_ih, w_hh, None, None)
         for a, e in ((y, y_ref), (h, h_ref), (c, c_ref)):
             torch.testing.assert_close(a, e, atol=1e-6 if dtype == torch.float32 else 1e-12, rtol=0.0)
     x[1, 0, 0] = float("nan")
-    y, _, _ = fused.lstm_layer(x, h0, c0, w_ih, w_hh, None, None, loop=loop)
+    y, _, _ = fused.lstm_layer(x, h0, c0, w_ih, w_hh, None, None, **kwargs)
     assert not y[0].isnan().any() and y[1:, 0].isnan().all()
 
 
@@ -229,6 +232,20 @@ def test_fused_grad_only_for_some_inputs():
     fused.lstm_layer(x_ours, *tensors[1:])[0].sum().backward()
     reference.lstm_layer(x_ref, *tensors[1:])[0].sum().backward()
     torch.testing.assert_close(x_ours.grad, x_ref.grad, atol=1e-10, rtol=0.0)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_bias_gradients_do_not_share_memory(stacked):
+    """db_ih = db_hh, but as two tensors: an in-place change to one .grad (an optimizer's, a clip's) must not
+    reach the other."""
+    tensors = make_stacked(2, 3, 2, 3, 4) if stacked else make_inputs(3, 2, 3, 4)
+    layer = fused.lstm_layer_stacked if stacked else fused.lstm_layer
+    layer(*tensors)[0].sum().backward()
+    b_ih, b_hh = tensors[5], tensors[6]
+    torch.testing.assert_close(b_ih.grad, b_hh.grad, rtol=0, atol=0)
+    before = b_hh.grad.clone()
+    b_ih.grad.mul_(2)
+    torch.testing.assert_close(b_hh.grad, before, rtol=0, atol=0)
 
 
 def test_fused_double_backward_raises():
@@ -251,87 +268,243 @@ def test_fused_rejects_bad_arguments():
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# The GEMM library (oneDNN or ATen/MKL) and the C++ cells' activations.
+# The stacked layer: every member of a pack is exactly the plain layer (and the reference, and nn.LSTM) on its slices.
+
+STACKED_SHAPES = [  # (K, T, B, I, H): T = 1, B = 1, odd sizes, H past one vector of lanes, members ≠ threads
+    (1, 1, 1, 3, 5),
+    (3, 1, 4, 6, 8),
+    (2, 7, 1, 3, 5),
+    (3, 9, 3, 3, 5),
+    (4, 6, 5, 7, 1),
+    (3, 5, 9, 2, 23),
+]
 
 
-def onednn_param():
-    if not fused.onednn_available():
-        pytest.skip(f"oneDNN linear unavailable: {fused._onednn_state['error']}")
+def make_stacked(members, steps, batch, inputs, hidden, bias=True, zero_state=False, seed=0):
+    """x, h0, c0, w_ih, w_hh, b_ih, b_hh with a leading member axis: each member's own draw of `make_inputs`."""
+    per_member = [make_inputs(steps, batch, inputs, hidden, bias=bias, seed=seed + k, zero_state=zero_state)
+                  for k in range(members)]  # fmt: skip
+    return [None if parts[0] is None else torch.stack([p.detach() for p in parts]).requires_grad_()
+            for parts in zip(*per_member, strict=True)]  # fmt: skip
 
 
-@pytest.mark.parametrize("loop", ["cpp", "python"])
+def member_results(stacked_results, k):
+    """Member k's slice of every output and gradient."""
+    return [r[k] for r in stacked_results]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("initial_state", [True, False])
 @pytest.mark.parametrize("bias", [True, False])
-@pytest.mark.parametrize("shape", [(1, 1, 3, 5), (9, 3, 3, 5), (20, 8, 24, 48), (7, 33, 5, 17)])
-def test_onednn_gemms_match_aten_and_float64_reference(shape, bias, loop):
-    """float32: the oneDNN path (projection, C++ step GEMM with a prepacked W_hh at B > 4, dX) agrees with the
-    ATen path and both with the float64 reference."""
-    loop = loop_param(loop)
-    onednn_param()
-    tensors = make_inputs(*shape, bias=bias, seed=13)
-    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
-
-    def float32():
-        return [None if t is None else t.detach().float().requires_grad_() for t in tensors]
-
-    ours = {
-        gemm: outputs_and_grads(lambda *t, g=gemm: fused.lstm_layer(*t, loop=loop, gemm=g), float32())
-        for gemm in ("onednn", "aten")
-    }
-    for actual in ours.values():
-        assert_relative(actual, expected, tol=1e-5)
-    assert_relative(ours["onednn"], ours["aten"], tol=1e-5)
+@pytest.mark.parametrize("shape", STACKED_SHAPES)
+def test_every_member_matches_reference_float64(shape, bias, initial_state, loop):
+    kwargs = loop_kwargs(loop)
+    tensors = make_stacked(*shape, bias=bias, zero_state=not initial_state)
+    ours = outputs_and_grads(lambda *t: fused.lstm_layer_stacked(*t, **kwargs), detached(tensors))
+    for k in range(shape[0]):
+        member = [None if t is None else t[k] for t in tensors]
+        expected = _reference_with_cotangents(member, ours[:3], k)
+        assert_close(member_results(ours, k), expected, atol=1e-10)
 
 
-def test_onednn_inference_path_matches_aten():
-    onednn_param()
-    tensors = [t.detach().float() for t in make_inputs(10, 16, 12, 20, seed=4)]
+def _reference_with_cotangents(member, stacked_outputs, k, seed=1):
+    """The reference layer on one member, back-propagating member k's slice of the cotangents that
+    `outputs_and_grads` drew for the stacked run (same seed, same shapes)."""
+    g = torch.Generator().manual_seed(seed)
+    cotangents = [torch.randn(t.shape, generator=g, dtype=torch.float64).to(t.dtype)[k] for t in stacked_outputs]
+    leaves = detached(member)
+    y, h, c = reference.lstm_layer(*leaves)
+    torch.autograd.backward([y, h, c], cotangents)
+    return [y.detach(), h.detach(), c.detach()] + [t.grad for t in leaves if t is not None]
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("bias", [True, False])
+def test_every_member_matches_nn_lstm_float64(bias, loop):
+    kwargs = loop_kwargs(loop)
+    members, steps, batch, inputs, hidden = 3, 6, 5, 4, 19
+    tensors = make_stacked(members, steps, batch, inputs, hidden, bias=bias, seed=3)
+    ours = outputs_and_grads(lambda *t: fused.lstm_layer_stacked(*t, **kwargs), detached(tensors))
+    g = torch.Generator().manual_seed(1)
+    cotangents = [torch.randn(t.shape, generator=g, dtype=torch.float64) for t in ours[:3]]
+    for k in range(members):
+        module = torch.nn.LSTM(inputs, hidden, bias=bias).double()
+        with torch.no_grad():
+            for name, t in zip(("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"), tensors[3:], strict=True):
+                if t is not None:
+                    getattr(module, name).copy_(t[k])
+        x, h0, c0 = detached([t[k] for t in tensors[:3]])
+        y, h, c = _nn_lstm(module, x, h0, c0)
+        torch.autograd.backward([y, h, c], [ct[k] for ct in cotangents])
+        params = [module.weight_ih_l0, module.weight_hh_l0] + ([module.bias_ih_l0, module.bias_hh_l0] if bias else [])
+        theirs = [y.detach(), h.detach(), c.detach(), x.grad, h0.grad, c0.grad] + [p.grad for p in params]
+        assert_close(member_results(ours, k), theirs, atol=1e-10)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+@pytest.mark.parametrize("schedule", ["sequences", "steps"])
+def test_members_and_batch_slices_split_over_threads(schedule, threads):
+    """The C++ loops split (member, batch slice) units over threads (3 members on 2 threads: each member's batch
+    in two slices); any split gives the same numbers as one thread."""
+    kwargs = loop_kwargs(schedule)
+    tensors = make_stacked(3, 4, 11, 3, 21, seed=5)
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        expected = outputs_and_grads(lambda *t: fused.lstm_layer_stacked(*t, **kwargs), detached(tensors))
+        torch.set_num_threads(threads)
+        actual = outputs_and_grads(lambda *t: fused.lstm_layer_stacked(*t, **kwargs), detached(tensors))
+    finally:
+        torch.set_num_threads(previous)
+    assert_close(actual, expected, atol=1e-12)
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("steps", [1, 2, 3, 4])
+def test_stacked_inference_matches_training_forward(loop, steps):
+    """Without a gradient nothing is saved (the C++ loop keeps only the last two c_t); the numbers are the same."""
+    kwargs = loop_kwargs(loop)
+    tensors = make_stacked(2, steps, 3, 4, 18, seed=9)
+    trained = fused.lstm_layer_stacked(*tensors, **kwargs)
     with torch.no_grad():
-        results = [fused.lstm_layer(*tensors, gemm=gemm) for gemm in ("onednn", "aten")]
-    for a, e in zip(*results, strict=True):
-        torch.testing.assert_close(a, e, rtol=1e-5, atol=1e-6)
+        inferred = fused.lstm_layer_stacked(*tensors, **kwargs)
+    for a, e in zip(inferred, trained, strict=True):
+        assert a.grad_fn is None
+        torch.testing.assert_close(a, e.detach(), atol=0, rtol=0)
 
 
-def test_gemm_choice_and_fallback(monkeypatch):
-    cpu = torch.device("cpu")
-    with pytest.raises(ValueError, match="unknown gemm"):
-        fused.choose_gemm(cpu, torch.float32, "blas")
-    with pytest.raises(ValueError, match="float32 CPU"):
-        fused.choose_gemm(cpu, torch.float64, "onednn")
-    assert fused.choose_gemm(cpu, torch.float64, "auto").name == "aten"  # float64 keeps its exact GEMMs
-    assert fused.choose_gemm(cpu, torch.float32, "aten").name == "aten"
-    assert fused.choose_gemm(cpu, torch.float32, "auto").name == ("onednn" if fused.onednn_available() else "aten")
-    # where the probe fails (an op missing in this torch), auto falls back and an explicit request says why
-    monkeypatch.setattr(fused, "_onednn_state", {"ok": False, "error": "RuntimeError: no such op"})
-    assert fused.choose_gemm(cpu, torch.float32, "auto").name == "aten"
-    with pytest.raises(RuntimeError, match="no such op"):
-        fused.choose_gemm(cpu, torch.float32, "onednn")
-    tensors = make_inputs(4, 6, 3, 5)
-    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
-    actual = outputs_and_grads(fused.lstm_layer, [t.detach().float().requires_grad_() for t in tensors])
-    assert_relative(actual, expected, tol=1e-5)
+@pytest.mark.parametrize("backend", ["reference", "fused"])
+def test_stacked_layer_is_each_member_alone(backend):
+    """The stacked form: member k of the result is the plain layer on member k's slices (float64)."""
+    g = torch.Generator().manual_seed(7)
+    K, T, B, I, H = 3, 5, 2, 3, 4
+    x = torch.randn(K, T, B, I, generator=g, dtype=torch.float64, requires_grad=True)
+    h0, c0 = (torch.randn(K, B, H, generator=g, dtype=torch.float64) for _ in range(2))
+    w_ih = torch.randn(K, 4 * H, I, generator=g, dtype=torch.float64, requires_grad=True)
+    w_hh = torch.randn(K, 4 * H, H, generator=g, dtype=torch.float64, requires_grad=True)
+    b_ih, b_hh = (torch.randn(K, 4 * H, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    y, h, c = kernels.get_stacked(backend)(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
+    assert y.shape == (K, T, B, H) and h.shape == (K, B, H) and c.shape == (K, B, H)
+    (y.sum() + h.square().sum() + c.sum()).backward()
+    stacked_grads = [t.grad.clone() for t in (x, w_ih, w_hh, b_ih)]
+    for k in range(K):
+        leaves = [t[k].detach().clone().requires_grad_() for t in (x, w_ih, w_hh, b_ih)]
+        xk, wik, whk, bik = leaves
+        yk, hk, ck = kernels.get("reference")(xk, h0[k], c0[k], wik, whk, bik, b_hh[k].detach())
+        torch.testing.assert_close(y[k], yk, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(h[k], hk, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(c[k], ck, rtol=1e-10, atol=1e-12)
+        (yk.sum() + hk.square().sum() + ck.sum()).backward()
+        for leaf, grad in zip(leaves, stacked_grads, strict=True):
+            torch.testing.assert_close(grad[k], leaf.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_onednn_probe_can_be_disabled(monkeypatch):
-    monkeypatch.setattr(fused, "_onednn_state", {})
-    monkeypatch.setenv("LSTMLAB_NO_ONEDNN", "1")
-    assert not fused.onednn_available()
-    assert "LSTMLAB_NO_ONEDNN" in fused._onednn_state["error"]
+def test_fused_stacked_is_its_own_kernel_and_rejects_bad_shapes():
+    assert kernels.get_stacked("fused") is fused.lstm_layer_stacked
+    x, h0, c0, w_ih, w_hh, b_ih, b_hh = [t.detach() for t in make_stacked(2, 3, 2, 3, 4)]
+    with pytest.raises(ValueError, match=r"x must be \(K, T, B, I\)"):
+        fused.lstm_layer_stacked(x[0], h0, c0, w_ih, w_hh, b_ih, b_hh)
+    with pytest.raises(ValueError, match="w_hh must have shape"):
+        fused.lstm_layer_stacked(x, h0, c0, w_ih, w_hh[:1], b_ih, b_hh)
+    with pytest.raises(ValueError, match="biases must have shape"):
+        fused.lstm_layer_stacked(x, h0, c0, w_ih, w_hh, b_ih[0], b_hh[0])
+    with pytest.raises(ValueError, match="unknown schedule"):
+        fused.lstm_layer_stacked(x, h0, c0, w_ih, w_hh, b_ih, b_hh, schedule="sometimes")
 
 
-def test_cpp_loop_falls_back_when_it_cannot_be_built(monkeypatch, tmp_path):
-    """A source that does not compile: one warning naming the error, then the Python loop under `auto`."""
+def test_schedule_choice():
+    previous = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert fused.choose_schedule(1, 69) == "sequences"  # the study sizes
+        assert fused.choose_schedule(1, 4 * fused.SEQUENCES_MAX_HIDDEN) == "steps"  # one big member: threaded GEMMs
+        assert fused.choose_schedule(2, 4 * fused.SEQUENCES_MAX_HIDDEN) == "sequences"  # a member per thread
+    finally:
+        torch.set_num_threads(previous)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Building the C++ loop: said in one line, once per machine, safe when two processes build at once; without a
+# compiler the Python loop runs and one line says how to get the fast one.
+
+
+def test_cpp_loop_falls_back_when_it_cannot_be_built(monkeypatch, tmp_path, capfd):
+    """A source that does not compile: one line naming the error, then the Python loop under `auto`."""
     broken = tmp_path / "_cpu_loop.cpp"
     broken.write_text("#error this build is meant to fail\n")
     monkeypatch.setattr(fused, "_CPP_SOURCE", broken)
     monkeypatch.setattr(fused, "_cpp_state", {})
     monkeypatch.setenv("LSTMLAB_CACHE_DIR", str(tmp_path / "cache"))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        assert fused.cpp_loops() is None
-    assert any("unavailable" in str(w.message) and "this build is meant to fail" in str(w.message) for w in caught)
+    assert fused.cpp_loops() is None
+    assert "this build is meant to fail" in fused._cpp_state["error"]
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.startswith("lstmlab:")]
+    assert len(lines) == 2, lines  # "building ..." and "did not build ... Python time loop instead"
+    assert "building the C++ LSTM time loop" in lines[0]
+    assert "did not build" in lines[1] and "Python time loop" in lines[1]
     assert isinstance(fused.choose_loops(torch.device("cpu"), torch.float64), fused.PythonLoops)
     with pytest.raises(RuntimeError, match="unavailable"):
         fused.choose_loops(torch.device("cpu"), torch.float64, "cpp")
+
+
+def test_without_a_compiler_one_line_says_how_to_get_the_fast_loop(monkeypatch, tmp_path, capfd):
+    monkeypatch.setattr(fused, "_cpp_state", {})
+    monkeypatch.setenv("LSTMLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXX", "no-such-compiler-lstmlab")
+    assert fused.prepare(torch.device("cpu"), torch.float64) == "python"
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and "Warning" not in err, err
+    assert "no C++ compiler" in err and "Python time loop" in err and "install" in err
+    tensors = make_inputs(4, 2, 3, 5)
+    expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
+    assert_close(outputs_and_grads(fused.lstm_layer, detached(tensors)), expected, atol=1e-10)
+
+
+TINY_EXTENSION = """
+#include <torch/library.h>
+int64_t answer() { return 42; }
+TORCH_LIBRARY(lstmlab_lock_test, m) { m.def("answer() -> int", answer); }
+"""
+
+BUILD_AT_ONCE = textwrap.dedent(
+    """
+    import sys
+    from pathlib import Path
+    import torch
+    from lstmlab.kernels import fused
+    fused._CPP_SOURCE = Path(sys.argv[1])
+    assert fused.cpp_loops() is not None, fused._cpp_state["error"]
+    print("answer", torch.ops.lstmlab_lock_test.answer())
+    """
+)
+
+
+def test_two_processes_building_at_once_build_once(tmp_path):
+    """Two processes start on an empty cache at the same moment: one builds (saying so once), the other waits
+    for the lock and loads the same library."""
+    if fused._compiler() is None:
+        pytest.skip("no C++ compiler here")
+    source = tmp_path / "tiny.cpp"
+    source.write_text(TINY_EXTENSION)
+    env = dict(os.environ, LSTMLAB_CACHE_DIR=str(tmp_path / "cache"),
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))  # fmt: skip
+    env.pop("LSTMLAB_NO_CPP", None)
+    runs = [subprocess.Popen([sys.executable, "-c", BUILD_AT_ONCE, str(source)], cwd=REPO, env=env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]  # fmt: skip
+    outputs = [run.communicate(timeout=600) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, out + err
+        assert "answer 42" in out
+    said = "".join(err for _, err in outputs)
+    assert said.count("building the C++ LSTM time loop") == 1, said
+    assert len(list((tmp_path / "cache").glob("cpu_loop-*/lstmlab_cpu_loop.so"))) == 1
+
+
+def test_prepare_builds_and_warms_every_backend_it_can(capfd):
+    for name in ("reference", "fused"):
+        kernels.prepare(name, torch.device("cpu"), torch.float64)
+    if cpp_available():
+        assert fused.prepare(torch.device("cpu"), torch.float32) == "cpp"
+        assert capfd.readouterr().err == ""  # already built and loaded: nothing more to say
 
 
 def _activation_grid(dtype):
@@ -381,7 +554,8 @@ TRITON_PARITY = textwrap.dedent(
     """
     import torch
     from lstmlab.kernels import reference, triton_lstm
-    from tests.test_kernels import make_inputs, outputs_and_grads, assert_relative, detached
+    from tests.test_kernels import (make_inputs, make_stacked, outputs_and_grads, assert_relative, detached,
+                                    _reference_with_cotangents)
 
     assert triton_lstm.interpreting()
     for shape, bias in [((1, 1, 3, 5), True), ((5, 3, 4, 6), False), ((4, 2, 3, 37), True)]:
@@ -393,6 +567,14 @@ TRITON_PARITY = textwrap.dedent(
             assert all(a.dtype == dtype for a in actual)
             assert_relative(actual, expected, tol)
             print("ok", shape, bias, dtype)
+
+    # K = 3 members in one launch per step: every member matches the reference on its own slices
+    stacked = make_stacked(3, 4, 3, 5, 7, seed=2)
+    ours = outputs_and_grads(triton_lstm.lstm_layer_stacked, [t.detach().float().requires_grad_() for t in stacked])
+    for k in range(3):
+        member = [t[k] for t in stacked]
+        assert_relative([r[k] for r in ours], _reference_with_cotangents(member, ours[:3], k), 1e-5)
+    print("ok stacked")
     """
 )
 
@@ -406,7 +588,7 @@ def test_triton_kernels_match_reference_under_interpreter():
         [sys.executable, "-c", TRITON_PARITY], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok") == 6
+    assert result.stdout.count("ok") == 7
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
@@ -442,7 +624,8 @@ TRITON_PERSISTENT_PARITY = textwrap.dedent(
     import os
     import torch
     from lstmlab.kernels import reference, triton_lstm
-    from tests.test_kernels import make_inputs, outputs_and_grads, assert_relative, detached
+    from tests.test_kernels import (make_inputs, make_stacked, outputs_and_grads, assert_relative, detached,
+                                    _reference_with_cotangents)
 
     assert triton_lstm.interpreting()
     persistent = lambda *t: triton_lstm.lstm_layer(*t, persistent=True)
@@ -468,6 +651,15 @@ TRITON_PERSISTENT_PARITY = textwrap.dedent(
         actual = triton_lstm.lstm_layer(*tensors)
     assert_relative(actual, expected, 1e-5)
     print("ok inference through LSTMLAB_TRITON_PERSISTENT")
+
+    # K = 3 members: the member is the grid's second axis (B = 18: two batch tiles per member, the second partial)
+    stacked = make_stacked(3, 3, 18, 4, 20, seed=4)
+    ours = outputs_and_grads(lambda *t: triton_lstm.lstm_layer_stacked(*t, persistent=True),
+                             [t.detach().float().requires_grad_() for t in stacked])
+    for k in range(3):
+        member = [t[k] for t in stacked]
+        assert_relative([r[k] for r in ours], _reference_with_cotangents(member, ours[:3], k), 1e-5)
+    print("ok stacked")
     """
 )
 
@@ -482,7 +674,7 @@ def test_triton_persistent_kernels_match_reference_under_interpreter():
         [sys.executable, "-c", TRITON_PERSISTENT_PARITY], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.count("ok") == 11
+    assert result.stdout.count("ok") == 12
 
 
 def test_triton_persistent_is_opt_in_and_says_where_it_does_not_fit(monkeypatch):
@@ -518,29 +710,3 @@ def test_triton_persistent_on_cuda_matches_reference():
             ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
             actual = outputs_and_grads(lambda *t: triton_lstm.lstm_layer(*t, persistent=True), ours)
             assert_relative([a.cpu() for a in actual], expected, tol)
-
-
-@pytest.mark.parametrize("backend", ["reference", "fused"])
-def test_stacked_layer_is_each_member_alone(backend):
-    """The stacked form: member k of the result is the plain layer on member k's slices (float64)."""
-    g = torch.Generator().manual_seed(7)
-    K, T, B, I, H = 3, 5, 2, 3, 4
-    x = torch.randn(K, T, B, I, generator=g, dtype=torch.float64, requires_grad=True)
-    h0, c0 = (torch.randn(K, B, H, generator=g, dtype=torch.float64) for _ in range(2))
-    w_ih = torch.randn(K, 4 * H, I, generator=g, dtype=torch.float64, requires_grad=True)
-    w_hh = torch.randn(K, 4 * H, H, generator=g, dtype=torch.float64, requires_grad=True)
-    b_ih, b_hh = (torch.randn(K, 4 * H, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(2))
-    y, h, c = kernels.get_stacked(backend)(x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-    assert y.shape == (K, T, B, H) and h.shape == (K, B, H) and c.shape == (K, B, H)
-    (y.sum() + h.square().sum() + c.sum()).backward()
-    stacked_grads = [t.grad.clone() for t in (x, w_ih, w_hh, b_ih)]
-    for k in range(K):
-        leaves = [t[k].detach().clone().requires_grad_() for t in (x, w_ih, w_hh, b_ih)]
-        xk, wik, whk, bik = leaves
-        yk, hk, ck = kernels.get("reference")(xk, h0[k], c0[k], wik, whk, bik, b_hh[k].detach())
-        torch.testing.assert_close(y[k], yk, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(h[k], hk, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(c[k], ck, rtol=1e-10, atol=1e-12)
-        (yk.sum() + hk.square().sum() + ck.sum()).backward()
-        for leaf, grad in zip(leaves, stacked_grads, strict=True):
-            torch.testing.assert_close(grad[k], leaf.grad, rtol=1e-10, atol=1e-12)

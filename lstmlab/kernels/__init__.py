@@ -22,7 +22,11 @@ form of the same function, every tensor with a leading member axis:
     b_ih, b_hh (K, 4H) | None                    y (K, T, B, H)      h_T, c_T (K, B, H)
 
 Member k of the result is exactly `lstm_layer` on member k's slices: members never mix. A backend
-module may define its own `lstm_layer_stacked`; `get_stacked` falls back to a loop over members.
+module may define its own `lstm_layer_stacked` (fused and triton do: all members in one kernel per step or
+per sequence, K = 1 being their plain layer); `get_stacked` falls back to a loop over members (reference).
+
+`prepare(name, device, dtype)` builds, loads and warms up a backend before a timed run (the fused backend's
+C++ loop is compiled once per machine, cached on disk).
 """
 
 from __future__ import annotations
@@ -115,6 +119,27 @@ def loop_over_members(layer: Callable) -> Callable:
         return tuple(torch.stack(parts) for parts in zip(*outs, strict=True))
 
     return lstm_layer_stacked
+
+
+def prepare(name: str, device, dtype) -> None:
+    """Get backend `name` (a concrete one, not `auto`) ready to run on (device, dtype), so that the first real
+    call pays no one-time cost: import it, build or load its compiled parts (the fused backend's C++ loop, said
+    in one line when it is built or cannot be), and run one tiny forward and backward of the stacked layer
+    (Triton compiles its kernels on first launch)."""
+    import torch
+
+    layer = get_stacked(name)
+    g = torch.Generator().manual_seed(0)
+
+    def tensor(*shape):
+        return torch.randn(*shape, generator=g).to(device=device, dtype=dtype).requires_grad_()
+
+    members, steps, batch, inputs, hidden = 1, 2, 2, 3, 4
+    with torch.enable_grad():
+        y, h, c = layer(tensor(members, steps, batch, inputs), tensor(members, batch, hidden),
+                        tensor(members, batch, hidden), tensor(members, 4 * hidden, inputs),
+                        tensor(members, 4 * hidden, hidden), tensor(members, 4 * hidden), tensor(members, 4 * hidden))
+        (y.sum() + h.sum() + c.sum()).backward()
 
 
 def get(name: str) -> Callable:

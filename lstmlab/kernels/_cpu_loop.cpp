@@ -1,37 +1,96 @@
-// The time loops of the fused LSTM layer on CPU, in C++ so that a step costs one GEMM call and one
-// pass over the gates instead of a dozen Python-dispatched tensor ops.
+// The time loops of the fused LSTM layer on CPU, for a pack of K independent members at once (K = 1 is
+// the plain layer), in C++ so that a step costs its arithmetic rather than a dozen dispatched tensor ops.
 //
 // Built lazily by lstmlab/kernels/fused.py (torch.utils.cpp_extension.load) and registered as
-// torch.ops.lstmlab_cpu.{forward_loop, backward_loop, activations}. The autograd.Function, the input projection
-// and the weight-gradient GEMMs stay in Python; only the two sequential loops live here.
+// torch.ops.lstmlab_cpu.{forward_loop, backward_loop, activations}. The autograd.Function, the input
+// projection and the weight-gradient GEMMs (batched over members) stay in Python; only the two
+// sequential loops live here.
 //
-// Layout (time-major, contiguous): gates (T, B, 4H), rows [i | f | g | o] as torch.nn.LSTM.
+// Layout (contiguous; member-major, then time-major):
+//   gates, acts, dgates (K, T, B, 4H), columns [i | f | g | o] as torch.nn.LSTM
+//   y, cs, dy           (K, T, B, H)
+//   h0, c0, dh, dc      (K, B, H)
+//   w_hh                (K, 4H, H)
+//
+// Two schedules (the caller picks one; fused.py measures which wins where):
+//   sequences  Batch rows, like members, never mix through time: the work splits into units (member k,
+//              a slice of its batch rows) and each thread runs its units' whole time loops, with no
+//              per-step synchronisation and no library call. The step GEMM is the register-blocked kernel
+//              `gemm_block` over W_hh packed once per call, and the cell runs on its result while it is
+//              still in L1.
+//   steps      Per member and step one ATen GEMM (MKL, threaded over its own blocks), then the cells,
+//              threaded over row blocks. For W_hh too large for the small kernel to keep in cache.
+//
+// Vectors are GCC/Clang vector types of 64 bytes (16 floats or 8 doubles): one AVX-512 register, two AVX2
+// or four SSE/NEON ones, so the same source builds everywhere; with AVX-512 the partial tiles at the end
+// of a row use masked loads and stores. The hidden units are processed in tiles of one vector (L units).
 //
 // σ and tanh are the C library's exp and tanh: -ffast-math lets gcc call glibc's vectorised versions
-// (libmvec, AVX-512: 16 floats or 8 doubles a call, ~1 ulp). A hand-written AVX-512 exp/rational
-// approximation (≤ 2.3e-7 relative) was tried and measured slower than libmvec here (33 vs 28 µs for a
-// B=64, H=256 float cell, one thread), so it is not used.
-//
-// The forward step GEMM runs through ATen's addmm (MKL) or, when the caller passes a oneDNN weight
-// (float32), through oneDNN's linear; the backward step GEMM through ATen's mm.
+// (libmvec, AVX-512: 16 floats or 8 doubles a call, ~1 ulp) from the `omp simd` loops of the cells, which
+// always run over whole vectors (padding lanes included), so no lane falls back to a scalar call.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <cmath>
-#include <vector>
+#include <cstring>
+#include <numeric>
+#include <type_traits>
+
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 namespace {
 
-// Rows of the batch per parallel chunk: keeps tiny steps on one thread.
-int64_t grain_rows(int64_t hidden) { return std::max<int64_t>(1, 4096 / std::max<int64_t>(hidden, 1)); }
+// ---------------------------------------------------------------------------------------------------------------------
+// Vectors and the activations.
+
+template <typename scalar_t>
+struct Simd {
+  static constexpr int64_t lanes = 64 / sizeof(scalar_t);  // L: 16 floats, 8 doubles
+  typedef scalar_t vec __attribute__((vector_size(64)));
+};
+template <typename scalar_t>
+using Vec = typename Simd<scalar_t>::vec;
+
+// p[0..n) into the first n lanes, zeros after (n ≤ L).
+template <typename scalar_t>
+inline Vec<scalar_t> load_lanes(const scalar_t* p, int64_t n) {
+  Vec<scalar_t> v;
+  if (n == Simd<scalar_t>::lanes) {
+    std::memcpy(&v, p, sizeof v);
+    return v;
+  }
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float>) return (Vec<scalar_t>)_mm512_maskz_loadu_ps((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, double>) return (Vec<scalar_t>)_mm512_maskz_loadu_pd((1u << n) - 1, p);
+#endif
+  v = Vec<scalar_t>{};
+  for (int64_t l = 0; l < n; ++l) v[l] = p[l];
+  return v;
+}
+
+// The first n lanes of v into p[0..n).
+template <typename scalar_t>
+inline void store_lanes(scalar_t* p, Vec<scalar_t> v, int64_t n) {
+  if (n == Simd<scalar_t>::lanes) {
+    std::memcpy(p, &v, sizeof v);
+    return;
+  }
+#if defined(__AVX512F__)
+  if constexpr (std::is_same_v<scalar_t, float>) return _mm512_mask_storeu_ps(p, (1u << n) - 1, (__m512)v);
+  if constexpr (std::is_same_v<scalar_t, double>) return _mm512_mask_storeu_pd(p, (1u << n) - 1, (__m512d)v);
+#endif
+  for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+}
 
 // σ(x) = 1 / (1 + e^{-x}) for x ≥ 0 and e^{x} / (1 + e^{x}) for x < 0: with e = e^{-|x|} ≤ 1 it never
 // overflows, which matters because the build uses -ffast-math (the only way gcc calls glibc's vectorised
 // exp and tanh) and so assumes finite values; and unlike ½ + ½·tanh(x/2) it keeps a few-ulp relative
-// error in the tail (σ(-20) ≈ 2e-9, not 0). Same speed as the tanh form here (29 vs 28 µs a cell).
+// error in the tail (σ(-20) ≈ 2e-9, not 0).
 template <typename scalar_t>
 inline scalar_t sigmoid(scalar_t x) {
   const scalar_t e = std::exp(-std::fabs(x));
@@ -39,215 +98,508 @@ inline scalar_t sigmoid(scalar_t x) {
   return x < scalar_t(0) ? e * d : d;
 }
 
-// One forward cell over a (B, 4H) block of pre-activations, in place: pre-activations become the
-// activations (i, f, g, o) that the backward needs; c_t and h_t are written.
-// `rec` (B, 4H), when not null, is h_{t-1} · W_hhᵀ computed apart (oneDNN) and added here.
+// ---------------------------------------------------------------------------------------------------------------------
+// The cells, over N elements held in small local arrays (N = rows × L: whole vectors).
+
+// Pre-activations a_i, a_f, a_g, a_o become the activations i, f, g, o (which the backward needs);
+// c_t and h_t are written.
+template <typename scalar_t, int64_t N>
+inline void cell_forward(scalar_t* __restrict gi, scalar_t* __restrict gf, scalar_t* __restrict gg,
+                         scalar_t* __restrict go, const scalar_t* __restrict c_prev, scalar_t* __restrict c,
+                         scalar_t* __restrict h) {
+#pragma omp simd
+  for (int64_t e = 0; e < N; ++e) {
+    const scalar_t i = sigmoid(gi[e]);        // i_t = σ(W_ii x_t + W_hi h_{t-1} + b_i)
+    const scalar_t f = sigmoid(gf[e]);        // f_t = σ(W_if x_t + W_hf h_{t-1} + b_f)
+    const scalar_t g = std::tanh(gg[e]);      // g_t = tanh(W_ig x_t + W_hg h_{t-1} + b_g)
+    const scalar_t o = sigmoid(go[e]);        // o_t = σ(W_io x_t + W_ho h_{t-1} + b_o)
+    const scalar_t ct = f * c_prev[e] + i * g;  // c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
+    gi[e] = i;
+    gf[e] = f;
+    gg[e] = g;
+    go[e] = o;
+    c[e] = ct;
+    h[e] = o * std::tanh(ct);  // h_t = o_t ⊙ tanh(c_t)
+  }
+}
+
+// In: the activations i, f, g, o, c_{t-1}, c_t, dh = dL/dh_t (all paths) and dc = dL/dc_t through step t+1.
+// Out: da_i, da_f, da_g, da_o = dL/da_t written over the activations, dc overwritten with dc_{t-1}.
+template <typename scalar_t, int64_t N>
+inline void cell_backward(scalar_t* __restrict ai, scalar_t* __restrict af, scalar_t* __restrict ag,
+                          scalar_t* __restrict ao, const scalar_t* __restrict c_prev, const scalar_t* __restrict c,
+                          const scalar_t* __restrict dh, scalar_t* __restrict dc) {
+#pragma omp simd
+  for (int64_t e = 0; e < N; ++e) {
+    const scalar_t i = ai[e], f = af[e], g = ag[e], o = ao[e];
+    const scalar_t tc = std::tanh(c[e]);
+    const scalar_t dct = dc[e] + dh[e] * o * (scalar_t(1) - tc * tc);  // dc_t += dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
+    ai[e] = dct * g * i * (scalar_t(1) - i);                         // da_i = dc_t ⊙ g_t ⊙ i_t(1 - i_t)
+    af[e] = dct * c_prev[e] * f * (scalar_t(1) - f);                 // da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 - f_t)
+    ag[e] = dct * i * (scalar_t(1) - g * g);                         // da_g = dc_t ⊙ i_t ⊙ (1 - g_t²)
+    ao[e] = dh[e] * tc * o * (scalar_t(1) - o);                      // da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 - o_t)
+    dc[e] = dct * f;                                                 // dc_{t-1} = dc_t ⊙ f_t
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The step GEMM: R rows × NV vectors of accumulators held in registers.
+
+// acc[r][v] += Σ_q a[r·lda + q] · panel[q][v]      a: R rows of `depth` values; panel: depth rows of NV vectors.
+// R·NV ≤ 16 accumulators leave registers for the NV panel vectors and the broadcast on AVX-512 (32 registers).
+template <typename scalar_t, int R, int NV>
+inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t depth, const scalar_t* __restrict panel,
+                       Vec<scalar_t> (&acc)[R][NV]) {
+  constexpr int64_t L = Simd<scalar_t>::lanes;
+  Vec<scalar_t> sum[R][NV];  // local copies: the compiler keeps them in registers across the loop
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) sum[r][v] = acc[r][v];
+  for (int64_t q = 0; q < depth; ++q) {
+    Vec<scalar_t> w[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (q * NV + v) * L, sizeof(Vec<scalar_t>));
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const scalar_t s = a[r * lda + q];
+#pragma GCC unroll 8
+      for (int v = 0; v < NV; ++v) sum[r][v] += s * w[v];
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; ++v) acc[r][v] = sum[r][v];
+}
+
+constexpr int kRows = 4;   // batch rows per register block
+constexpr int kGroup = 4;  // hidden tiles per register block in the backward GEMM
+
+// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 4]: a register block of the n rows (or tiles) left.
+template <typename Fn>
+inline void with_count(int64_t n, Fn&& fn) {
+  switch (n) {
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    default: fn(std::integral_constant<int, 1>{}); break;
+  }
+}
+
+int64_t tiles_of(int64_t size, int64_t lanes) { return (size + lanes - 1) / lanes; }
+
+// A weight W (K, 4H, D) packed as the right operand of z · Wᵀ (z: D values a row), gate-interleaved per hidden
+// tile: P[k][tile][q][g][l] = W[k][g·H + tile·L + l][q], zero past H. A (k, tile) panel is D rows of 4 vectors,
+// the four gates of L hidden units, so one register block yields whole cells. Used for W_ih (D = I) and W_hh.
 template <typename scalar_t>
-void cell_forward(scalar_t* gates, const scalar_t* rec, const scalar_t* c_prev, scalar_t* c, scalar_t* h,
-                  int64_t batch, int64_t hidden) {
-  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      scalar_t* gi = gates + b * 4 * hidden;
-      scalar_t* gf = gi + hidden;
-      scalar_t* gg = gi + 2 * hidden;
-      scalar_t* go = gi + 3 * hidden;
-      const scalar_t* cp = c_prev + b * hidden;
-      scalar_t* cb = c + b * hidden;
-      scalar_t* hb = h + b * hidden;
-      if (rec) {  // a_t = (W_ih x_t + b) + h_{t-1} · W_hhᵀ
-        const scalar_t* rb = rec + b * 4 * hidden;
-#pragma omp simd
-        for (int64_t j = 0; j < 4 * hidden; ++j) gi[j] += rb[j];
-      }
-#pragma omp simd
+at::Tensor pack_gate_rows(const at::Tensor& w) {
+  constexpr int64_t L = Simd<scalar_t>::lanes;
+  const int64_t members = w.size(0), hidden = w.size(1) / 4, depth = w.size(2), tiles = tiles_of(hidden, L);
+  at::Tensor packed = at::zeros({members, tiles, depth, 4, L}, w.options());
+  const scalar_t* src = w.data_ptr<scalar_t>();
+  scalar_t* p = packed.data_ptr<scalar_t>();
+  for (int64_t k = 0; k < members; ++k)
+    for (int64_t g = 0; g < 4; ++g)
       for (int64_t j = 0; j < hidden; ++j) {
-        const scalar_t i = sigmoid(gi[j]);     // i_t = σ(W_ii x_t + W_hi h_{t-1} + b_i)
-        const scalar_t f = sigmoid(gf[j]);     // f_t = σ(W_if x_t + W_hf h_{t-1} + b_f)
-        const scalar_t g = std::tanh(gg[j]);   // g_t = tanh(W_ig x_t + W_hg h_{t-1} + b_g)
-        const scalar_t o = sigmoid(go[j]);     // o_t = σ(W_io x_t + W_ho h_{t-1} + b_o)
-        const scalar_t ct = f * cp[j] + i * g;  // c_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t
-        gi[j] = i;
-        gf[j] = f;
-        gg[j] = g;
-        go[j] = o;
-        cb[j] = ct;
-        hb[j] = o * std::tanh(ct);  // h_t = o_t ⊙ tanh(c_t)
+        const scalar_t* row = src + (k * 4 * hidden + g * hidden + j) * depth;  // W[k][gH + j][:]
+        scalar_t* out = p + (((k * tiles + j / L) * depth) * 4 + g) * L + j % L;
+        for (int64_t q = 0; q < depth; ++q) out[q * 4 * L] = row[q];
       }
-    }
-  });
+  return packed;
 }
 
-// One backward cell. In: activations (B, 4H), c_{t-1}, c_t, dy_t (or null), dh_rec (the gradient
-// reaching h_t through step t+1), dc (the gradient reaching c_t through step t+1). Out: dgates
-// (B, 4H), and dc overwritten with dc_{t-1}.
+// A bias b (K, 4H) in the same gate-interleaved tiles: P[k][tile][g][l] = b[k][g·H + tile·L + l], zero past H.
 template <typename scalar_t>
-void cell_backward(const scalar_t* acts, const scalar_t* c_prev, const scalar_t* c, const scalar_t* dy,
-                   const scalar_t* dh_rec, scalar_t* dc, scalar_t* dgates, int64_t batch, int64_t hidden) {
-  at::parallel_for(0, batch, grain_rows(hidden), [&](int64_t begin, int64_t end) {
-    for (int64_t b = begin; b < end; ++b) {
-      const scalar_t* ai = acts + b * 4 * hidden;
-      const scalar_t* af = ai + hidden;
-      const scalar_t* ag = ai + 2 * hidden;
-      const scalar_t* ao = ai + 3 * hidden;
-      scalar_t* di = dgates + b * 4 * hidden;
-      scalar_t* df = di + hidden;
-      scalar_t* dg = di + 2 * hidden;
-      scalar_t* dout = di + 3 * hidden;
-      const scalar_t* cp = c_prev + b * hidden;
-      const scalar_t* cb = c + b * hidden;
-      const scalar_t* dyb = dy ? dy + b * hidden : nullptr;
-      const scalar_t* dhb = dh_rec + b * hidden;
-      scalar_t* dcb = dc + b * hidden;
-#pragma omp simd
-      for (int64_t j = 0; j < hidden; ++j) {
-        const scalar_t i = ai[j], f = af[j], g = ag[j], o = ao[j];
-        const scalar_t dh = dhb[j] + (dyb ? dyb[j] : scalar_t(0));  // dh_t = dy_t + dgates_{t+1}·W_hh
-        const scalar_t tc = std::tanh(cb[j]);
-        const scalar_t dct = dcb[j] + dh * o * (scalar_t(1) - tc * tc);  // dc_t += dh_t ⊙ o_t ⊙ (1 - tanh²(c_t))
-        di[j] = dct * g * i * (scalar_t(1) - i);                         // da_i = dc_t ⊙ g_t ⊙ i_t(1 - i_t)
-        df[j] = dct * cp[j] * f * (scalar_t(1) - f);                     // da_f = dc_t ⊙ c_{t-1} ⊙ f_t(1 - f_t)
-        dg[j] = dct * i * (scalar_t(1) - g * g);                         // da_g = dc_t ⊙ i_t ⊙ (1 - g_t²)
-        dout[j] = dh * tc * o * (scalar_t(1) - o);                       // da_o = dh_t ⊙ tanh(c_t) ⊙ o_t(1 - o_t)
-        dcb[j] = dct * f;                                                // dc_{t-1} = dc_t ⊙ f_t
-      }
-    }
-  });
+at::Tensor pack_gate_bias(const at::Tensor& bias, int64_t hidden) {
+  constexpr int64_t L = Simd<scalar_t>::lanes;
+  const int64_t members = bias.size(0), tiles = tiles_of(hidden, L);
+  at::Tensor packed = at::zeros({members, tiles, 4, L}, bias.options());
+  const scalar_t* src = bias.data_ptr<scalar_t>();
+  scalar_t* p = packed.data_ptr<scalar_t>();
+  for (int64_t k = 0; k < members; ++k)
+    for (int64_t g = 0; g < 4; ++g)
+      for (int64_t j = 0; j < hidden; ++j) p[((k * tiles + j / L) * 4 + g) * L + j % L] = src[k * 4 * hidden + g * hidden + j];
+  return packed;
 }
 
-// At small batch a GEMM library call costs more in dispatch and packing than the arithmetic; these two
-// loops stream W_hh (contiguous, row-major (4H, H)) once per step instead.
-constexpr int64_t kSmallBatch = 4;
-
-// out[b, r] += Σ_k x[b, k] · w[r, k]      x (B, K), w (R, K), out (B, R):  a_t += h_{t-1} · W_hhᵀ
+// A weight W (K, 4H, D) packed as the right operand of da · W (da: 4H values a row), in groups of kGroup
+// column tiles of L: P[k][tile][q][l] = W[k][q][tile·L + l], zero past D, stored so that the tiles of one group
+// sit side by side in each row q: the (k, group) panel is 4H rows of nv vectors (nv = kGroup, fewer in the
+// last group). Used for W_hh (dh_{t-1} = da_t · W_hh) and W_ih (dx_t = da_t · W_ih).
 template <typename scalar_t>
-void small_gemm_nt(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t batch, int64_t rows, int64_t k) {
-  at::parallel_for(0, rows, std::max<int64_t>(1, 65536 / std::max<int64_t>(batch * k, 1)), [&](int64_t r0, int64_t r1) {
-    for (int64_t b = 0; b < batch; ++b) {
-      const scalar_t* xb = x + b * k;
-      for (int64_t r = r0; r < r1; ++r) {
-        const scalar_t* wr = w + r * k;
-        scalar_t acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t j = 0; j < k; ++j) acc += xb[j] * wr[j];
-        out[b * rows + r] += acc;
-      }
+at::Tensor pack_columns(const at::Tensor& w) {
+  constexpr int64_t L = Simd<scalar_t>::lanes;
+  const int64_t members = w.size(0), rows = w.size(1), cols = w.size(2), tiles = tiles_of(cols, L);
+  at::Tensor packed = at::zeros({members, tiles * rows * L}, w.options());
+  const scalar_t* src = w.data_ptr<scalar_t>();
+  scalar_t* p = packed.data_ptr<scalar_t>();
+  for (int64_t k = 0; k < members; ++k)
+    for (int64_t tile = 0; tile < tiles; ++tile) {
+      const int64_t first = tile / kGroup * kGroup, nv = std::min<int64_t>(kGroup, tiles - first);
+      scalar_t* panel = p + (k * tiles + first) * rows * L;
+      for (int64_t q = 0; q < rows; ++q)
+        for (int64_t l = 0; l < L && tile * L + l < cols; ++l)
+          panel[(q * nv + tile - first) * L + l] = src[(k * rows + q) * cols + tile * L + l];
     }
-  });
+  return packed;
 }
 
-// out[b, j] = Σ_r x[b, r] · w[r, j]       x (B, R), w (R, K), out (B, K):  dh_{t-1} = da_t · W_hh
+// ---------------------------------------------------------------------------------------------------------------------
+// Forward: pointers and sizes of one call, and the work on one register block.
+
 template <typename scalar_t>
-void small_gemm_nn(const scalar_t* x, const scalar_t* w, scalar_t* out, int64_t batch, int64_t rows, int64_t k) {
-  at::parallel_for(0, k, std::max<int64_t>(16, 65536 / std::max<int64_t>(batch * rows, 1)), [&](int64_t j0, int64_t j1) {
-    for (int64_t b = 0; b < batch; ++b) {
-      scalar_t* ob = out + b * k;
-      for (int64_t j = j0; j < j1; ++j) ob[j] = 0;
-      for (int64_t r = 0; r < rows; ++r) {
-        const scalar_t s = x[b * rows + r];
-        const scalar_t* wr = w + r * k;
-#pragma omp simd
-        for (int64_t j = j0; j < j1; ++j) ob[j] += s * wr[j];
+struct Forward {
+  const scalar_t* x;
+  const scalar_t* h0;
+  const scalar_t* c0;
+  // The packed weights (sequences schedule), or null: then the caller has put A_t + h_{t-1}·W_hhᵀ in `acts`.
+  const scalar_t* w_ih;  // pack_gate_rows(W_ih)
+  const scalar_t* w_hh;  // pack_gate_rows(W_hh)
+  const scalar_t* bias;  // pack_gate_bias(b_ih + b_hh), or null: no bias
+  scalar_t* acts;        // (K, T, B, 4H), or null: the activations are not kept (inference)
+  scalar_t* y;           // (K, T, B, H)
+  scalar_t* cs;          // (K, S, B, H): c_t at [k][t % S], S = T, or 2 when only the last one is wanted
+  int64_t steps, batch, inputs, hidden, tiles, c_steps;
+
+  int64_t state(int64_t k, int64_t t, int64_t b) const { return ((k * steps + t) * batch + b) * hidden; }
+  int64_t cell(int64_t k, int64_t t, int64_t b) const { return ((k * c_steps + t % c_steps) * batch + b) * hidden; }
+  const scalar_t* h_prev(int64_t k, int64_t t, int64_t b) const {
+    return t == 0 ? h0 + (k * batch + b) * hidden : y + state(k, t - 1, b);
+  }
+  const scalar_t* c_prev(int64_t k, int64_t t, int64_t b) const {
+    return t == 0 ? c0 + (k * batch + b) * hidden : cs + cell(k, t - 1, b);
+  }
+
+  // Rows b..b+R-1 of member k, step t, hidden units of `tile`:
+  // a_t = b + x_t · W_ihᵀ + h_{t-1} · W_hhᵀ in registers, then the cell.
+  template <int R>
+  void block(int64_t k, int64_t t, int64_t b, int64_t tile) const {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    constexpr size_t kVec = sizeof(Vec<scalar_t>);
+    const int64_t j0 = tile * L, width = std::min(L, hidden - j0);
+    Vec<scalar_t> acc[R][4];
+    if (w_hh) {
+      for (int g = 0; g < 4; ++g) {
+        Vec<scalar_t> b0 = Vec<scalar_t>{};
+        if (bias) std::memcpy(&b0, bias + ((k * tiles + tile) * 4 + g) * L, kVec);
+        for (int r = 0; r < R; ++r) acc[r][g] = b0;
       }
+      const scalar_t* x_t = x + ((k * steps + t) * batch + b) * inputs;
+      gemm_block<scalar_t, R, 4>(x_t, inputs, inputs, w_ih + (k * tiles + tile) * inputs * 4 * L, acc);
+      gemm_block<scalar_t, R, 4>(h_prev(k, t, b), hidden, hidden, w_hh + (k * tiles + tile) * hidden * 4 * L, acc);
+    } else {
+      for (int r = 0; r < R; ++r)
+        for (int g = 0; g < 4; ++g) acc[r][g] = load_lanes(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
+    }
+
+    alignas(64) scalar_t a[4][R * L], cp[R * L], c[R * L], h[R * L];
+    for (int r = 0; r < R; ++r) {
+      for (int g = 0; g < 4; ++g) std::memcpy(a[g] + r * L, &acc[r][g], kVec);
+      const Vec<scalar_t> v = load_lanes(c_prev(k, t, b + r) + j0, width);
+      std::memcpy(cp + r * L, &v, kVec);
+    }
+    cell_forward<scalar_t, R * L>(a[0], a[1], a[2], a[3], cp, c, h);
+    for (int r = 0; r < R; ++r) {
+      Vec<scalar_t> v;
+      if (acts)
+        for (int g = 0; g < 4; ++g) {
+          std::memcpy(&v, a[g] + r * L, kVec);
+          store_lanes(acts + 4 * state(k, t, b + r) + g * hidden + j0, v, width);
+        }
+      std::memcpy(&v, c + r * L, kVec);
+      store_lanes(cs + cell(k, t, b + r) + j0, v, width);
+      std::memcpy(&v, h + r * L, kVec);
+      store_lanes(y + state(k, t, b + r) + j0, v, width);
+    }
+  }
+
+  // Rows [b0, b1) of member k at step t, every hidden tile.
+  void rows(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
+    for (int64_t tile = 0; tile < tiles; ++tile)  // tile-major: a tile's weight panels stay in L1 across row blocks
+      for (int64_t b = b0; b < b1; b += kRows)
+        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+          this->template block<decltype(rows)::value>(k, t, b, tile);
+        });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Backward: pointers and sizes of one call, the cell on one register block, and the step GEMMs on one.
+
+template <typename scalar_t>
+struct Backward {
+  const scalar_t* acts;
+  const scalar_t* cs;
+  const scalar_t* c0;
+  const scalar_t* dy;    // or null: no gradient reaches y
+  const scalar_t* w_ih;  // pack_columns(W_ih), or null: dx is not wanted (or the caller computes it)
+  const scalar_t* w_hh;  // pack_columns(W_hh), or null: the caller computes dh_{t-1} (steps schedule)
+  scalar_t* dh;          // (K, B, H): dL/dh_t through step t+1 (without dy_t), then dL/dh_{t-1}
+  scalar_t* dc;          // (K, B, H): dL/dc_t through step t+1, then dL/dc_{t-1}
+  scalar_t* dgates;
+  scalar_t* dx;          // (K, T, B, I) when w_ih is set
+  int64_t steps, batch, inputs, hidden, tiles;
+
+  int64_t state(int64_t k, int64_t t, int64_t b) const { return ((k * steps + t) * batch + b) * hidden; }
+  int64_t carried(int64_t k, int64_t b) const { return (k * batch + b) * hidden; }
+
+  // The cell's backward on rows b..b+R-1 of member k, step t, hidden units of `tile`.
+  template <int R>
+  void cell_block(int64_t k, int64_t t, int64_t b, int64_t tile) const {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    constexpr size_t kVec = sizeof(Vec<scalar_t>);
+    const int64_t j0 = tile * L, width = std::min(L, hidden - j0);
+    alignas(64) scalar_t a[4][R * L], cp[R * L], c[R * L], dh_t[R * L], dc_t[R * L];
+    for (int r = 0; r < R; ++r) {
+      const int64_t row = state(k, t, b + r);
+      Vec<scalar_t> v;
+      for (int g = 0; g < 4; ++g) {
+        v = load_lanes(acts + 4 * row + g * hidden + j0, width);
+        std::memcpy(a[g] + r * L, &v, kVec);
+      }
+      v = load_lanes((t > 0 ? cs + state(k, t - 1, b + r) : c0 + carried(k, b + r)) + j0, width);
+      std::memcpy(cp + r * L, &v, kVec);
+      v = load_lanes(cs + row + j0, width);
+      std::memcpy(c + r * L, &v, kVec);
+      v = load_lanes(dh + carried(k, b + r) + j0, width);
+      if (dy) v += load_lanes(dy + row + j0, width);  // dh_t = dy_t + da_{t+1}·W_hh
+      std::memcpy(dh_t + r * L, &v, kVec);
+      v = load_lanes(dc + carried(k, b + r) + j0, width);
+      std::memcpy(dc_t + r * L, &v, kVec);
+    }
+    cell_backward<scalar_t, R * L>(a[0], a[1], a[2], a[3], cp, c, dh_t, dc_t);
+    for (int r = 0; r < R; ++r) {
+      Vec<scalar_t> v;
+      for (int g = 0; g < 4; ++g) {
+        std::memcpy(&v, a[g] + r * L, kVec);
+        store_lanes(dgates + 4 * state(k, t, b + r) + g * hidden + j0, v, width);
+      }
+      std::memcpy(&v, dc_t + r * L, kVec);
+      store_lanes(dc + carried(k, b + r) + j0, v, width);
+    }
+  }
+
+  // out[b + r][tiles first.. first+NV) = da_t[b + r] · W for a W packed by pack_columns (`cols` columns).
+  template <int R, int NV>
+  void product_block(int64_t k, int64_t t, int64_t b, int64_t first, const scalar_t* w, int64_t cols,
+                     scalar_t* out, int64_t out_stride) const {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    Vec<scalar_t> acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) acc[r][v] = Vec<scalar_t>{};
+    gemm_block<scalar_t, R, NV>(dgates + 4 * state(k, t, b), 4 * hidden, 4 * hidden,
+                                w + (k * tiles_of(cols, L) + first) * 4 * hidden * L, acc);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) {
+        const int64_t j0 = (first + v) * L;
+        store_lanes(out + r * out_stride + j0, acc[r][v], std::min(L, cols - j0));
+      }
+  }
+
+  // The cells of rows [b0, b1) of member k at step t (every tile).
+  void cell_rows(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
+    for (int64_t b = b0; b < b1; b += kRows)
+      for (int64_t tile = 0; tile < tiles; ++tile)
+        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+          this->template cell_block<decltype(rows)::value>(k, t, b, tile);
+        });
+  }
+
+  // out[b] = da_t[b] · W for rows [b0, b1) of member k, after their cells; out(b) points at row b's output.
+  template <typename Out>
+  void product_rows(int64_t k, int64_t t, int64_t b0, int64_t b1, const scalar_t* w, int64_t cols,
+                    int64_t out_stride, const Out& out) const {
+    const int64_t col_tiles = tiles_of(cols, Simd<scalar_t>::lanes);
+    for (int64_t first = 0; first < col_tiles; first += kGroup)  // a group's panel stays in L1 across row blocks
+      for (int64_t b = b0; b < b1; b += kRows)
+        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+          with_count(std::min<int64_t>(kGroup, col_tiles - first), [&](auto nv) {
+            this->template product_block<decltype(rows)::value, decltype(nv)::value>(k, t, b, first, w, cols,
+                                                                                      out(b), out_stride);
+          });
+        });
+  }
+
+  // One step of rows [b0, b1) of member k in the sequences schedule.
+  void step(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
+    cell_rows(k, t, b0, b1);
+    // dh_{t-1} = da_t · W_hh
+    product_rows(k, t, b0, b1, w_hh, hidden, hidden, [&](int64_t b) { return dh + carried(k, b); });
+    if (w_ih)  // dx_t = da_t · W_ih
+      product_rows(k, t, b0, b1, w_ih, inputs, inputs,
+                   [&](int64_t b) { return dx + ((k * steps + t) * batch + b) * inputs; });
+  }
+};
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The schedules.
+
+// Units of the sequences schedule: (member, slice of batch rows). Enough slices per member that every thread
+// gets the same number of units (K·slices is a multiple of the thread count), none smaller than a register block.
+struct Units {
+  int64_t members, slices, rows;  // per member: `slices` slices of `rows` rows (the last may be shorter)
+  int64_t count() const { return members * slices; }
+};
+
+Units split_units(int64_t members, int64_t batch) {
+  const int64_t threads = std::max<int64_t>(1, at::get_num_threads());
+  const int64_t wanted = threads / std::gcd(members, threads);
+  int64_t rows = (batch + wanted - 1) / wanted;
+  rows = std::min(batch, (rows + kRows - 1) / kRows * kRows);
+  return Units{members, (batch + rows - 1) / rows, rows};
+}
+
+// Calls fn(k, b0, b1) for every unit, each unit on one thread for its whole time loop.
+template <typename Fn>
+void for_each_unit(int64_t members, int64_t batch, const Fn& fn) {
+  const Units units = split_units(members, batch);
+  at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t k = u / units.slices, b0 = (u % units.slices) * units.rows;
+      fn(k, b0, std::min(batch, b0 + units.rows));
     }
   });
 }
 
-void check_inputs(const at::Tensor& gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh) {
-  TORCH_CHECK(gates.device().is_cpu(), "lstmlab_cpu: CPU tensors only");
-  TORCH_CHECK(gates.dim() == 3 && gates.is_contiguous(), "lstmlab_cpu: gates must be contiguous (T, B, 4H)");
-  TORCH_CHECK(h0.is_contiguous() && c0.is_contiguous(), "lstmlab_cpu: h0 and c0 must be contiguous");
-  TORCH_CHECK(w_hh.dim() == 2 && w_hh.size(0) == gates.size(2), "lstmlab_cpu: w_hh must be (4H, H)");
-  TORCH_CHECK(h0.scalar_type() == gates.scalar_type() && c0.scalar_type() == gates.scalar_type() &&
-                  w_hh.scalar_type() == gates.scalar_type(),
-              "lstmlab_cpu: all tensors must share one dtype");
-}
-
-// x · Wᵀ through oneDNN (`mkldnn::_linear_pointwise`, the op torch.compile's CPU backend lowers linear
-// layers to), with W dense (N, K) or a oneDNN-packed weight from `mkldnn::_reorder_linear_weight`. Called
-// boxed, looked up by name: a torch without it raises here, which is why fused.py probes the same op from
-// Python first and passes no oneDNN weight (keeping ATen's GEMM) where the probe fails.
-at::Tensor onednn_linear(const at::Tensor& x, const at::Tensor& w) {
-  static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow("mkldnn::_linear_pointwise", "");
-  std::vector<c10::IValue> stack{x, w, c10::IValue(), c10::IValue(std::string("none")),
-                                 c10::IValue(c10::List<std::optional<at::Scalar>>()), c10::IValue(std::string(""))};
-  op.callBoxed(&stack);
-  at::Tensor out = stack[0].toTensor();
-  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == x.scalar_type(), "lstmlab_cpu: unexpected oneDNN output");
-  return out;
-}
-
-// gates (T, B, 4H): on entry W_ih x_t + b for every t; on exit the activations [i|f|g|o].
-// Writes y (T, B, H) with h_t and cs (T, B, H) with c_t. `w_onednn`, when defined, is W_hh for
-// `onednn_linear` (float32): the step GEMM then runs in oneDNN instead of ATen's addmm (MKL).
-void forward_loop(at::Tensor gates, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_hh,
-                  at::Tensor y, at::Tensor cs, const std::optional<at::Tensor>& w_onednn) {
-  check_inputs(gates, h0, c0, w_hh);
-  TORCH_CHECK(y.is_contiguous() && cs.is_contiguous(), "lstmlab_cpu: y and cs must be contiguous");
-  const int64_t steps = gates.size(0), batch = gates.size(1), hidden = gates.size(2) / 4;
-  TORCH_CHECK(w_hh.is_contiguous(), "lstmlab_cpu: w_hh must be contiguous");
-  const at::Tensor w_hh_t = w_hh.t();  // (H, 4H) view: gates_t += h_{t-1} · W_hhᵀ
-  const int64_t gate_step = batch * 4 * hidden, state_step = batch * hidden;
-  const bool use_onednn = w_onednn.has_value() && w_onednn->defined() && batch > kSmallBatch;
-  TORCH_CHECK(!use_onednn || gates.scalar_type() == at::kFloat, "lstmlab_cpu: the oneDNN step GEMM is float32 only");
-  AT_DISPATCH_FLOATING_TYPES(gates.scalar_type(), "lstmlab_forward_loop", [&] {
-    scalar_t* a = gates.data_ptr<scalar_t>();
-    scalar_t* c = cs.data_ptr<scalar_t>();
-    scalar_t* h = y.data_ptr<scalar_t>();
-    const scalar_t* w = w_hh.data_ptr<scalar_t>();
-    const scalar_t* h_prev = h0.data_ptr<scalar_t>();
-    const scalar_t* c_prev = c0.data_ptr<scalar_t>();
-    for (int64_t t = 0; t < steps; ++t) {
-      scalar_t* a_t = a + t * gate_step;
-      // a_t = (W_ih x_t + b) + h_{t-1} · W_hhᵀ
-      at::Tensor rec;  // h_{t-1} · W_hhᵀ when oneDNN computes it apart; the cell adds it
-      if (batch <= kSmallBatch) {
-        small_gemm_nt<scalar_t>(h_prev, w, a_t, batch, 4 * hidden, hidden);
-      } else if (use_onednn) {
-        rec = onednn_linear(t == 0 ? h0 : y.select(0, t - 1), *w_onednn);
-      } else {
-        gates.select(0, t).addmm_(t == 0 ? h0 : y.select(0, t - 1), w_hh_t);
-      }
-      const scalar_t* r = rec.defined() ? rec.data_ptr<scalar_t>() : nullptr;
-      cell_forward<scalar_t>(a_t, r, c_prev, c + t * state_step, h + t * state_step, batch, hidden);
-      h_prev = h + t * state_step;
-      c_prev = c + t * state_step;
-    }
+// Calls fn(b0, b1) over row blocks of a step, threaded when the step is big enough to pay for it.
+template <typename Fn>
+void for_row_blocks(int64_t batch, int64_t hidden, const Fn& fn) {
+  const int64_t blocks = (batch + kRows - 1) / kRows;
+  const int64_t grain = std::max<int64_t>(1, 2048 / (kRows * std::max<int64_t>(hidden, 1)));
+  at::parallel_for(0, blocks, grain, [&](int64_t begin, int64_t end) {
+    fn(begin * kRows, std::min(batch, end * kRows));
   });
 }
 
-// Backward through time. acts (T, B, 4H) the saved activations, cs (T, B, H) the saved c_t, dy (T, B, H)
-// or an empty tensor, dh (B, H) = dL/dh_T on entry and dL/dh_0 on exit, dc likewise for c.
-// Writes dgates (T, B, 4H): dL/d(pre-activation) for every step.
-void backward_loop(const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& c0, const at::Tensor& w_hh,
-                   const at::Tensor& dy, at::Tensor dh, at::Tensor dc, at::Tensor dgates) {
-  check_inputs(acts, dh, dc, w_hh);
-  TORCH_CHECK(dgates.is_contiguous() && cs.is_contiguous() && c0.is_contiguous(),
-              "lstmlab_cpu: dgates, cs and c0 must be contiguous");
-  const bool has_dy = dy.defined() && dy.numel() > 0;
-  TORCH_CHECK(!has_dy || dy.is_contiguous(), "lstmlab_cpu: dy must be contiguous");
-  const int64_t steps = acts.size(0), batch = acts.size(1), hidden = acts.size(2) / 4;
-  TORCH_CHECK(w_hh.is_contiguous(), "lstmlab_cpu: w_hh must be contiguous");
-  const int64_t gate_step = batch * 4 * hidden, state_step = batch * hidden;
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmlab_backward_loop", [&] {
-    const scalar_t* a = acts.data_ptr<scalar_t>();
-    const scalar_t* c = cs.data_ptr<scalar_t>();
-    const scalar_t* w = w_hh.data_ptr<scalar_t>();
-    const scalar_t* d_y = has_dy ? dy.data_ptr<scalar_t>() : nullptr;
-    scalar_t* d_a = dgates.data_ptr<scalar_t>();
-    scalar_t* d_h = dh.data_ptr<scalar_t>();
-    scalar_t* d_c = dc.data_ptr<scalar_t>();
-    for (int64_t t = steps - 1; t >= 0; --t) {
-      const scalar_t* c_prev = t > 0 ? c + (t - 1) * state_step : c0.data_ptr<scalar_t>();
-      cell_backward<scalar_t>(a + t * gate_step, c_prev, c + t * state_step, d_y ? d_y + t * state_step : nullptr,
-                              d_h, d_c, d_a + t * gate_step, batch, hidden);
-      // dh_{t-1} = da_t · W_hh   (B, 4H)·(4H, H)
-      if (batch <= kSmallBatch) {
-        small_gemm_nn<scalar_t>(d_a + t * gate_step, w, d_h, batch, 4 * hidden, hidden);
-      } else {  // (oneDNN measured no faster than MKL here: 1.15× MKL's time at 1 thread)
-        at::mm_out(dh, dgates.select(0, t), w_hh);
+void check_layer(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& w_ih,
+                 const at::Tensor& w_hh) {
+  TORCH_CHECK(x.device().is_cpu(), "lstmlab_cpu: CPU tensors only");
+  TORCH_CHECK(x.dim() == 4 && h0.dim() == 3 && w_ih.dim() == 3 && w_hh.dim() == 3,
+              "lstmlab_cpu: x (K, T, B, I), h0, c0 (K, B, H), w_ih (K, 4H, I), w_hh (K, 4H, H)");
+  const int64_t members = x.size(0), batch = x.size(2), hidden = w_hh.size(2);
+  TORCH_CHECK(h0.sizes() == at::IntArrayRef({members, batch, hidden}) && c0.sizes() == h0.sizes() &&
+                  w_ih.sizes() == at::IntArrayRef({members, 4 * hidden, x.size(3)}) &&
+                  w_hh.sizes() == at::IntArrayRef({members, 4 * hidden, hidden}),
+              "lstmlab_cpu: inconsistent shapes");
+  for (const at::Tensor* t : {&x, &h0, &c0, &w_ih, &w_hh}) {
+    TORCH_CHECK(t->is_contiguous(), "lstmlab_cpu: tensors must be contiguous");
+    TORCH_CHECK(t->scalar_type() == x.scalar_type(), "lstmlab_cpu: all tensors must share one dtype");
+  }
+}
+
+bool use_sequences(const std::string& schedule) {
+  TORCH_CHECK(schedule == "sequences" || schedule == "steps", "lstmlab_cpu: schedule is 'sequences' or 'steps'");
+  return schedule == "sequences";
+}
+
+// The forward of one layer over every member. Writes y (K, T, B, H) = h_t and returns (acts, cs): the activations
+// [i|f|g|o] (K, T, B, 4H) the backward needs (an empty tensor when not `save`) and the cell states (K, S, B, H),
+// c_t at [:, t % S] with S = T when `save`, else 2. bias = b_ih + b_hh (K, 4H), or None.
+std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& c0,
+                                           const at::Tensor& w_ih, const at::Tensor& w_hh,
+                                           const std::optional<at::Tensor>& bias, at::Tensor y,
+                                           const std::string& schedule, bool save) {
+  check_layer(x, h0, c0, w_ih, w_hh);
+  const int64_t members = x.size(0), steps = x.size(1), batch = x.size(2), inputs = x.size(3), hidden = w_hh.size(2);
+  const bool has_bias = bias.has_value() && bias->defined();
+  TORCH_CHECK(!has_bias || (bias->is_contiguous() && bias->sizes() == at::IntArrayRef({members, 4 * hidden}) &&
+                            bias->scalar_type() == x.scalar_type()),
+              "lstmlab_cpu: bias must be contiguous (K, 4H)");
+  TORCH_CHECK(y.is_contiguous() && y.sizes() == at::IntArrayRef({members, steps, batch, hidden}) &&
+                  y.scalar_type() == x.scalar_type(),
+              "lstmlab_cpu: y must be contiguous (K, T, B, H)");
+  const bool sequences = use_sequences(schedule);
+  // the steps schedule needs the gates buffer for its GEMMs even when nothing is saved
+  at::Tensor acts = save || !sequences ? at::empty({members, steps, batch, 4 * hidden}, x.options()) : at::Tensor();
+  const int64_t c_steps = save ? steps : std::min<int64_t>(steps, 2);
+  at::Tensor cs = at::empty({members, c_steps, batch, hidden}, x.options());
+  if (!sequences) {  // A = X · W_ihᵀ + b over all T·B rows of each member: one batched GEMM
+    const at::Tensor x3 = x.view({members, steps * batch, inputs}), w_t = w_ih.transpose(1, 2);
+    at::Tensor a3 = acts.view({members, steps * batch, 4 * hidden});
+    if (has_bias) at::baddbmm_out(a3, bias->unsqueeze(1), x3, w_t);
+    else at::bmm_out(a3, x3, w_t);
+  }
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmlab_forward", [&] {
+    const int64_t tiles = tiles_of(hidden, Simd<scalar_t>::lanes);
+    at::Tensor packed_ih, packed_hh, packed_bias;
+    if (sequences) {
+      packed_ih = pack_gate_rows<scalar_t>(w_ih);
+      packed_hh = pack_gate_rows<scalar_t>(w_hh);
+      if (has_bias) packed_bias = pack_gate_bias<scalar_t>(*bias, hidden);
+    }
+    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    const Forward<scalar_t> f{x.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
+                              ptr(packed_ih), ptr(packed_hh), ptr(packed_bias), ptr(acts), y.data_ptr<scalar_t>(),
+                              cs.data_ptr<scalar_t>(), steps, batch, inputs, hidden, tiles, c_steps};
+    if (sequences) {
+      for_each_unit(members, batch, [&](int64_t k, int64_t b0, int64_t b1) {
+        for (int64_t t = 0; t < steps; ++t) f.rows(k, t, b0, b1);
+      });
+      return;
+    }
+    for (int64_t k = 0; k < members; ++k) {
+      const at::Tensor w_t = w_hh.select(0, k).t();  // (H, 4H) view
+      for (int64_t t = 0; t < steps; ++t) {
+        // a_t += h_{t-1} · W_hhᵀ
+        acts.select(0, k).select(0, t).addmm_(t == 0 ? h0.select(0, k) : y.select(0, k).select(0, t - 1), w_t);
+        for_row_blocks(batch, hidden, [&](int64_t b0, int64_t b1) { f.rows(k, t, b0, b1); });
       }
     }
   });
+  return {save ? acts : at::empty({0}, x.options()), cs};
+}
+
+// Backward through time. acts, cs: the forward's; dy (K, T, B, H), dh_T, dc_T (K, B, H): the gradients reaching
+// y, h_T, c_T (each may be None). -> (dgates (K, T, B, 4H) = dL/da_t, dx (K, T, B, I) or an empty tensor when
+// not `need_dx`, dh_0, dc_0).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& c0, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, const std::optional<at::Tensor>& dh_last,
+    const std::optional<at::Tensor>& dc_last, bool need_dx, const std::string& schedule) {
+  const int64_t members = acts.size(0), steps = acts.size(1), batch = acts.size(2), hidden = w_hh.size(2);
+  const int64_t inputs = w_ih.size(2);
+  TORCH_CHECK(acts.is_contiguous() && cs.is_contiguous() && c0.is_contiguous() && w_ih.is_contiguous() &&
+                  w_hh.is_contiguous(),
+              "lstmlab_cpu: acts, cs, c0, w_ih and w_hh must be contiguous");
+  const bool has_dy = dy.has_value() && dy->defined();
+  TORCH_CHECK(!has_dy || (dy->is_contiguous() && dy->sizes() == cs.sizes()), "lstmlab_cpu: dy must be contiguous");
+  const bool sequences = use_sequences(schedule);
+  auto carried = [&](const std::optional<at::Tensor>& last) {  // a fresh (K, B, H) buffer: zeros or dL/d(state_T)
+    return last.has_value() && last->defined() ? last->contiguous().clone() : at::zeros_like(c0);
+  };
+  at::Tensor dh = carried(dh_last), dc = carried(dc_last);
+  at::Tensor dgates = at::empty_like(acts);
+  at::Tensor dx = need_dx && sequences ? at::empty({members, steps, batch, inputs}, acts.options()) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmlab_backward", [&] {
+    const int64_t tiles = tiles_of(hidden, Simd<scalar_t>::lanes);
+    at::Tensor packed_ih, packed_hh;
+    if (sequences) {
+      packed_hh = pack_columns<scalar_t>(w_hh);
+      if (need_dx) packed_ih = pack_columns<scalar_t>(w_ih);
+    }
+    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
+    const Backward<scalar_t> p{acts.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
+                               has_dy ? dy->data_ptr<scalar_t>() : nullptr, ptr(packed_ih), ptr(packed_hh),
+                               dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
+                               ptr(dx), steps, batch, inputs, hidden, tiles};
+    if (sequences) {
+      for_each_unit(members, batch, [&](int64_t k, int64_t b0, int64_t b1) {
+        for (int64_t t = steps - 1; t >= 0; --t) p.step(k, t, b0, b1);
+      });
+      return;
+    }
+    for (int64_t k = 0; k < members; ++k) {
+      at::Tensor dh_k = dh.select(0, k);
+      for (int64_t t = steps - 1; t >= 0; --t) {
+        for_row_blocks(batch, hidden, [&](int64_t b0, int64_t b1) { p.cell_rows(k, t, b0, b1); });
+        at::mm_out(dh_k, dgates.select(0, k).select(0, t), w_hh.select(0, k));  // dh_{t-1} = da_t · W_hh
+      }
+    }
+  });
+  if (need_dx && !sequences)  // dX = dA · W_ih over all T·B rows of each member: one batched GEMM
+    dx = at::bmm(dgates.view({members, steps * batch, 4 * hidden}), w_ih).view({members, steps, batch, inputs});
+  return {dgates, need_dx ? dx : at::empty({0}, acts.options()), dh, dc};
 }
 
 // The cells' activations, elementwise: (σ(x), tanh(x)), vectorised as in the cells.
@@ -276,22 +628,16 @@ std::tuple<at::Tensor, at::Tensor> activations(const at::Tensor& x) {
 
 TORCH_LIBRARY(lstmlab_cpu, m) {
   m.def(
-      "forward_loop(Tensor(a!) gates, Tensor h0, Tensor c0, Tensor w_hh, Tensor(b!) y, Tensor(c!) cs, "
-      "Tensor? w_onednn=None) -> ()");
+      "forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor(a!) y, str schedule, "
+      "bool save) -> (Tensor, Tensor)");
   m.def(
-      "backward_loop(Tensor acts, Tensor cs, Tensor c0, Tensor w_hh, Tensor dy, Tensor(a!) dh, Tensor(b!) dc, "
-      "Tensor(c!) dgates) -> ()");
+      "backward(Tensor acts, Tensor cs, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? dy, Tensor? dh_last, "
+      "Tensor? dc_last, bool need_dx, str schedule) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("activations(Tensor x) -> (Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(lstmlab_cpu, CPU, m) {
-  m.impl("forward_loop", forward_loop);
-  m.impl("backward_loop", backward_loop);
+  m.impl("forward", forward);
+  m.impl("backward", backward);
   m.impl("activations", activations);
-}
-
-// A oneDNN-packed weight among the arguments makes the dispatcher pick its (MkldnnCPU) key.
-TORCH_LIBRARY_IMPL(lstmlab_cpu, MkldnnCPU, m) {
-  m.impl("forward_loop", forward_loop);
-  m.impl("backward_loop", backward_loop);
 }
