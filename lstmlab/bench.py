@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from lstmlab import kernels
-from lstmlab.train import device_name
+from lstmlab.env import device_name
 
 Shape = tuple[int, int, int, int]  # (T, B, I, H)
 

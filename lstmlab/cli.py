@@ -99,43 +99,39 @@ def train(
     from lstmlab.config import load_config
 
     cfg = load_config(config, set_ or [], sweep or [])
-    points = list(cfg.runs())
     console = _console()
-    if print_config:
-        from lstmlab.train import resolve_run
+    if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
+        from lstmlab.sweep import distinct_points
+        from lstmlab.train import resolve_run, run_name
 
+        def note(line: str) -> None:
+            _console(stderr=True).print(line, markup=False)
+
+        points = distinct_points(cfg, note)
         for i, point in enumerate(points, 1):
-            resolved, _ = resolve_run(point, data_dir, log=lambda m: _console(stderr=True).print(m))
-            console.print(f"# run {i}/{len(points)}")
-            console.print(resolved.dump_yaml(), markup=False)
+            resolved, _ = resolve_run(point, data_dir, log=note)
+            sys.stdout.write(f"--- # run {i}/{len(points)}: {run_name(point, tuple(cfg.sweep))}\n")
+            sys.stdout.write(resolved.dump_yaml())
         return
 
-    from lstmlab.sweep import run_sweep
+    from lstmlab.sweep import exit_code, run_sweep
 
-    console.print(f"{cfg.experiment}: {len(points)} run(s) of task {cfg.task.name} -> {runs_dir / cfg.experiment}")
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
-                             argv=sys.argv, log=console.print)
+                             argv=sys.argv, log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
-        _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
-        raise typer.Exit(130) from None
-    from lstmlab.sweep import STATUSES
-
-    counts = {status: [o for o in outcomes if o.status == status] for status in STATUSES}
-    console.print(", ".join(f"{len(v)} {k}" for k, v in counts.items() if v or k != "interrupted"))
-    for outcome in counts["failed"]:
-        console.print(f"[red]failed[/] {outcome.name}: {outcome.detail}")
-    done = [o.path for o in outcomes if o.status in ("completed", "skipped") and o.path is not None]
+        outcomes = None
+    done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]
     if done:
         from lstmlab.compare import compare_runs, render
 
         swept = sorted((k for k in cfg.sweep if k != "train.seed"), key=lambda k: k != "model.layers")
         console.print(render(compare_runs(done, by=tuple(swept or ["model.layers"])), "table"))
-    if counts["failed"]:
-        raise typer.Exit(1)
-    if counts["interrupted"]:
+    code = 130 if outcomes is None else exit_code(outcomes)
+    if code == 130:
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
-        raise typer.Exit(130)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("generate-data", rich_help_panel="Experiments")

@@ -1,34 +1,98 @@
-"""Run folders: one per trained run, written so that a crash never leaves a half-written file behind.
+"""Run folders: one per trained run, written so that a crash never leaves a half-written file behind,
+and locked so that two processes never train one run side by side.
 
     <runs-dir>/<experiment>/<run-name>/
       config.yaml    resolved config of this run (pass it back to `lstmlab train` to run it again)
       env.json       versions, device, kernel backend, git sha + dirty flag, argv, host
       metrics.csv    one row per evaluation and split; rows are appended whole and flushed to disk
       summary.json   status (running | completed | failed | interrupted), params, metrics, baseline
-      checkpoint.pt  model + optimizer + scheduler + RNG state + step: enough to resume in place
+      checkpoint.pt  model + optimizer + scheduler + RNG state + step + the sha256 of the resolved config
       diagnostics.csv  optional (train.diagnostics_every): gradient flow and gate statistics every N steps,
                      written like metrics.csv (lstmlab.diagnostics)
+      .lock          the run's lock file (its content: the pid and host of the process that holds it)
 
 Files that are replaced (config, env, summary, checkpoint) are written to a temporary file and renamed
-over the old one, so a reader sees the old or the new file, never a mix. A run counts as finished only
-when summary.json says `completed`.
+over the old one, so a reader sees the old or the new file, never a mix.
+
+How a trainer uses a folder (every guarantee below lives here, not in the training loop):
+
+    run = RunFolder(path)
+    with run.lock():                       # RunBusy when another process holds it: skip the run
+        state = run.prepare(config, restart=restart)   # "new" | "resume" | "completed", or RunRefused
+        if state == "resume":
+            ckpt = run.load_checkpoint(config=config)  # RunRefused when it belongs to another config
+        run.truncate_metrics(ckpt_step)                  # rows the resumed run will redo go, and any test row
+        ... run.save_checkpoint(state, config=config) at each evaluation ...
+        run.complete(test_row, columns, summary)        # the one transition to `completed`
+
+- The lock is `fcntl.flock` on `.lock`: the kernel releases it when its holder exits, however it exits
+  (kill -9 included), so a stale lock never blocks a rerun. It is held for the whole run; a pack of runs
+  trained together holds one lock per member (`contextlib.ExitStack`).
+- `prepare` refuses a folder that holds another run: files without a config.yaml, or a config.yaml of
+  another config (unless `restart`, which clears the folder first). A checkpoint records the sha256 of the
+  resolved config it was saved under; `load_checkpoint(config=...)` refuses one saved under another.
+- A run is completed when, and only when, summary.json says `completed`: `complete` appends the test row
+  and then replaces summary.json, and that rename is the commit point. A test row found in a folder whose
+  summary is not `completed` is left over from a run killed between the two writes; `truncate_metrics`
+  (called on every resume) discards it, so the rerun writes exactly one.
+
+Test hooks (for deterministic kill and Ctrl-C tests; inert unless the variables are set):
+  LSTMLAB_TEST_NOTIFY=<file>@<point>[@<run name>]   appends "<pid> <run name> <point>" to a file (or
+                                                    FIFO) at that point
+  LSTMLAB_TEST_SIGNAL=<INT|TERM|KILL|STOP>@<point>[@<run name>]   then the process signals itself
+  Points: `step=N` (the step boundary after N optimizer steps) and `complete` (after the test row is
+  appended, before summary.json says completed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
 import io
 import json
 import os
+import signal
+import socket
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from lstmlab.errors import UserError
+
 STATUSES = ("running", "completed", "failed", "interrupted")
 CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt"
 DIAGNOSTICS = "diagnostics.csv"  # a second table of rows by step, read and written like metrics.csv
+LOCK = ".lock"
+RUN_FILES = (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT, DIAGNOSTICS)
+
+
+class RunBusy(Exception):
+    """Another live process holds this run folder's lock: the run is being trained there."""
+
+    def __init__(self, path: Path, owner: str):
+        super().__init__(f"{path} is being trained by another process ({owner}); skipped")
+        self.path = path
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM stopped a run, or a sweep; `signal` is the signal's name ("SIGTERM")."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal = signal_name
+
+
+class RunRefused(UserError):
+    """The folder holds another run (no config.yaml, another config, or a checkpoint of another config)."""
+
+
+def config_sha256(config: dict[str, Any]) -> str:
+    """sha256 of a resolved config (a `model_dump(mode="json")` dict) in canonical JSON."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -56,6 +120,53 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    # -- claiming the folder for a run --------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunFolder]:
+        """Hold this folder's lock until the block ends (creating the folder); RunBusy when another
+        process, or another block of this one, holds it. The kernel drops the lock if this process dies."""
+        import fcntl
+
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                owner = os.pread(fd, 200, 0).decode(errors="replace").strip() or "pid unknown: it is starting"
+                raise RunBusy(self.path, owner) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}".encode(), 0)
+            try:
+                yield self
+            finally:
+                os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)  # closing the file releases the lock
+
+    def prepare(self, config: dict[str, Any], *, restart: bool = False) -> str:
+        """With the lock held: may `config` run here? Returns "new", "resume" (a checkpoint to load) or
+        "completed"; raises RunRefused when the folder holds another run. `restart` clears it first.
+        Temporary files left by a writer that was killed are removed."""
+        for leftover in self.path.glob(".*.*"):
+            if any(leftover.name.startswith(f".{name}.") for name in RUN_FILES):
+                leftover.unlink(missing_ok=True)
+        if restart:
+            self.clear()
+            return "new"
+        present = [name for name in RUN_FILES if (self.path / name).exists()]
+        if not present:
+            return "new"
+        hint = "pass --restart to replace it, or pick another experiment name (--set experiment=NAME)"
+        if CONFIG not in present:
+            raise RunRefused(f"run folder {self.path} holds {', '.join(present)} but no {CONFIG}, so which "
+                             f"config it ran is unknown; {hint}")
+        if self.config() != config:
+            raise RunRefused(f"run folder {self.path} holds a run of a different config; {hint}")
+        if self.status() == "completed":
+            return "completed"
+        return "resume" if self.has_checkpoint() else "new"
 
     # -- reading ------------------------------------------------------------------------------------
     def exists(self) -> bool:
@@ -94,10 +205,16 @@ class RunFolder:
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).exists()
 
-    def load_checkpoint(self, map_location: Any = "cpu") -> dict[str, Any]:
+    def load_checkpoint(self, map_location: Any = "cpu", *, config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The checkpoint; with `config`, RunRefused unless it was saved under that resolved config."""
         import torch
 
-        return torch.load(self.path / CHECKPOINT, map_location=map_location, weights_only=True)
+        state = torch.load(self.path / CHECKPOINT, map_location=map_location, weights_only=True)
+        saved = state.get("config_sha256")
+        if config is not None and saved is not None and saved != config_sha256(config):
+            raise RunRefused(f"{self.path / CHECKPOINT} was saved under another config than this run's; "
+                             "pass --restart to start the run over")
+        return state
 
     # -- writing ------------------------------------------------------------------------------------
     def write_config(self, yaml_text: str) -> None:
@@ -110,11 +227,21 @@ class RunFolder:
         assert summary.get("status") in STATUSES, summary.get("status")
         atomic_write_json(self.path / SUMMARY, summary)
 
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
+    def complete(self, test_row: dict[str, Any], columns: list[str], summary: dict[str, Any]) -> None:
+        """The transition to `completed`: append the test row, then replace summary.json (the commit point).
+        A kill between the two leaves a test row that the next resume discards (`truncate_metrics`)."""
+        if summary.get("status") != "completed":
+            raise ValueError(f"complete() needs a summary with status 'completed', not {summary.get('status')!r}")
+        self.append_metrics([test_row], columns)
+        fire_test_hooks("complete", self.path.name)
+        self.write_summary(summary)
+
+    def save_checkpoint(self, state: dict[str, Any], *, config: dict[str, Any]) -> None:
+        """Replace the checkpoint with `state`, stamped with the sha256 of the run's resolved `config`."""
         import torch
 
         buffer = io.BytesIO()
-        torch.save(state, buffer)
+        torch.save({**state, "config_sha256": config_sha256(config)}, buffer)
         atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
 
     def append_metrics(self, rows: list[dict[str, Any]], columns: list[str], name: str = METRICS) -> None:
@@ -141,7 +268,8 @@ class RunFolder:
         return header.strip().split(",") if header.endswith("\n") else None
 
     def truncate_metrics(self, last_step: int, name: str = METRICS) -> None:
-        """Keep only complete rows up to `last_step` (the checkpoint's): what a resumed run will redo goes."""
+        """Keep only complete rows up to `last_step` (the checkpoint's): what a resumed run will redo goes,
+        and so does a test row (a run that is resumed did not complete: its test row was never committed)."""
         path = self.path / name
         if not path.exists():
             return
@@ -149,7 +277,8 @@ class RunFolder:
         if columns is None:
             path.unlink()
             return
-        rows = [row for row in self.metrics(name) if isinstance(row.get("step"), int) and row["step"] <= last_step]
+        rows = [row for row in self.metrics(name)
+                if isinstance(row.get("step"), int) and row["step"] <= last_step and row.get("split") != "test"]
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
@@ -159,7 +288,7 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove this run's files (for --restart)."""
-        for name in (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT, DIAGNOSTICS):
+        for name in RUN_FILES:
             (self.path / name).unlink(missing_ok=True)
 
 
@@ -194,3 +323,23 @@ def find_runs(paths: list[str | Path]) -> list[RunFolder]:
         for config in sorted(root.rglob(CONFIG)):
             found[config.parent.resolve()] = RunFolder(config.parent)
     return [found[k] for k in sorted(found)]
+
+
+TEST_SIGNAL, TEST_NOTIFY = "LSTMLAB_TEST_SIGNAL", "LSTMLAB_TEST_NOTIFY"
+
+
+def fire_test_hooks(point: str, run_name: str) -> None:
+    """Fire the test hooks set for `point` in this run (see the module docstring); a no-op when none is set."""
+    for variable in (TEST_NOTIFY, TEST_SIGNAL):
+        spec = os.environ.get(variable)
+        if not spec:
+            continue
+        what, _, where = spec.partition("@")
+        at, _, only = where.partition("@")
+        if at != point or (only and only != run_name):
+            continue
+        if variable == TEST_NOTIFY:
+            with open(what, "a") as f:  # a FIFO blocks here until the test reads it
+                f.write(f"{os.getpid()} {run_name} {point}\n")
+        else:
+            os.kill(os.getpid(), getattr(signal, f"SIG{what}"))

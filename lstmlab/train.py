@@ -1,17 +1,14 @@
 """train(run_config) -> a run folder. Read it top to bottom: data, model, optimizer, loop, test.
 
 A run resumes from its checkpoint when its folder already holds one, and is skipped when it already
-completed. Every random choice comes from `train.seed`: on CPU the same config gives the same metrics.
+completed; the folder is locked while the run trains (lstmlab.runs says what that guarantees).
+Every random choice comes from `train.seed`: on CPU the same config gives the same metrics.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import platform
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
@@ -22,12 +19,12 @@ from typing import Any
 
 import torch
 
-import lstmlab
 from lstmlab import kernels
 from lstmlab.config import ExperimentConfig, get_dotted
+from lstmlab.env import environment
 from lstmlab.errors import UserError
 from lstmlab.models.sequence import build_model, count_parameters, resolve_hidden_size
-from lstmlab.runs import RunFolder
+from lstmlab.runs import RunFolder, RunInterrupted, fire_test_hooks
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
 
@@ -47,7 +44,7 @@ class RunFailed(Exception):
 @dataclass
 class RunResult:
     path: Path
-    status: str  # completed | skipped | failed | interrupted
+    status: str  # completed | skipped
     summary: dict[str, Any]
 
 
@@ -82,183 +79,178 @@ def train(
     argv: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> RunResult:
+    """Train one run in its folder. Raises RunBusy when another process is training it, RunRefused when
+    the folder holds another run, RunFailed when the run fails and RunInterrupted on SIGINT or SIGTERM."""
     # -- data, and the model size that follows from it -----------------------------------------------
     task = make_task(cfg.task)
     cfg, dataset = resolve_run(cfg, data_dir, log)
     spec = dataset.spec
     run = RunFolder(Path(runs_dir) / cfg.experiment / run_name(cfg, swept_keys))
-    config_text = cfg.dump_yaml()
+    config = cfg.model_dump(mode="json")
 
-    # -- the run folder: new, resumed or already done ------------------------------------------------
-    if run.exists() and restart:
-        run.clear()
-    if run.exists():
-        if run.config() != cfg.model_dump(mode="json"):
-            raise UserError(
-                f"run folder {run.path} holds a run of a different config; pass --restart to replace it, "
-                "or pick another experiment name (--set experiment=NAME)"
-            )
-        if run.status() == "completed":
-            log(f"{run.path}: completed, skipped")
+    # -- the run folder, locked for the whole run: new, resumed or already done ----------------------
+    with run.lock(), StopAtStepBoundary() as stop:
+        state = run.prepare(config, restart=restart)  # "new" | "resume" | "completed"
+        if state == "completed":
             return RunResult(run.path, "skipped", run.summary() or {})
 
-    # -- device, threads, seeds -----------------------------------------------------------------------
-    device = pick_device(cfg.train.device)
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    if cfg.train.precision == "bf16" and device.type != "cuda":
-        raise UserError("train.precision: bf16 autocast needs a CUDA device; use fp32 on CPU")
-    dtype = getattr(torch, cfg.train.dtype)
-    torch.manual_seed(cfg.train.seed)
-    batch_rng = torch.Generator().manual_seed(cfg.train.seed)
+        # -- device, threads, seeds -------------------------------------------------------------------
+        device = pick_device(cfg.train.device)
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        if cfg.train.precision == "bf16" and device.type != "cuda":
+            raise UserError("train.precision: bf16 autocast needs a CUDA device; use fp32 on CPU")
+        dtype = getattr(torch, cfg.train.dtype)
+        torch.manual_seed(cfg.train.seed)
+        batch_rng = torch.Generator().manual_seed(cfg.train.seed)
 
-    model = build_model(cfg.model, spec).to(device=device, dtype=dtype)
-    params = count_parameters(model)
-    backend = kernels.resolve(cfg.model.backend, device.type) if cfg.model.type == "scratch-lstm" else "torch.nn"
-    optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, task.higher_is_better)
-    splits = {
-        split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()} for split, arrays in dataset.splits.items()
-    }
-    n_train = len(splits["train"]["inputs"])
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
-    metric, better = task.metric, (max if task.higher_is_better else min)
+        backend = pick_backend(cfg, device)
+        model = build_model(cfg.model, spec).to(device=device, dtype=dtype)
+        params = count_parameters(model)
+        optimizer = make_optimizer(model, cfg)
+        scheduler = make_scheduler(optimizer, cfg, task.higher_is_better)
+        splits = {
+            split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()}
+            for split, arrays in dataset.splits.items()
+        }
+        n_train = len(splits["train"]["inputs"])
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.train.precision == "bf16")
+        metric, better = task.metric, (max if task.higher_is_better else min)
 
-    # -- state: fresh, or from the checkpoint ---------------------------------------------------------
-    step, elapsed, bad_evals = 0, 0.0, 0
-    best: dict[str, Any] = {"step": None, "val": None, "model": None}
-    interval = new_interval()
-    if run.has_checkpoint():
-        ckpt = run.load_checkpoint(map_location=device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        batch_rng.set_state(ckpt["rng"]["batches"])
-        if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
-        step, elapsed, bad_evals, best, interval = (
-            ckpt["step"], ckpt["elapsed"], ckpt["bad_evals"], ckpt["best"], ckpt["interval"]
-        )
-        log(f"{run.path}: resuming at step {step}")
-    run.truncate_metrics(step)  # rows past the checkpoint are redone
+        # -- state: fresh, or from the checkpoint -----------------------------------------------------
+        step, elapsed, bad_evals = 0, 0.0, 0
+        best: dict[str, Any] = {"step": None, "val": None, "model": None}
+        interval = new_interval()
+        if state == "resume":
+            ckpt = run.load_checkpoint(map_location=device, config=config)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            torch.set_rng_state(ckpt["rng"]["torch"])
+            batch_rng.set_state(ckpt["rng"]["batches"])
+            if device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(ckpt["rng"]["cuda"])
+            step, elapsed, bad_evals, best, interval = (
+                ckpt["step"], ckpt["elapsed"], ckpt["bad_evals"], ckpt["best"], ckpt["interval"]
+            )
+            log(f"{run.path}: resuming at step {step}")
+        run.truncate_metrics(step)  # rows past the checkpoint are redone; an uncommitted test row goes
 
-    def checkpoint() -> None:
-        rng = {"torch": torch.get_rng_state(), "batches": batch_rng.get_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state()
-        run.save_checkpoint({
-            "step": step, "elapsed": elapsed, "bad_evals": bad_evals, "best": best, "interval": interval,
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "rng": rng,
-        })
+        def checkpoint() -> None:
+            rng = {"torch": torch.get_rng_state(), "batches": batch_rng.get_state()}
+            if device.type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state()
+            run.save_checkpoint({
+                "step": step, "elapsed": elapsed, "bad_evals": bad_evals, "best": best, "interval": interval,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "rng": rng,
+            }, config=config)
 
-    baselines = dataset.meta["baselines"]
-    summary: dict[str, Any] = {
-        "status": "running", "experiment": cfg.experiment, "run": run.path.name, "task": cfg.task.name,
-        "model_type": cfg.model.type, "layers": cfg.model.layers, "hidden_size": cfg.model.hidden_size,
-        "params": params, "metric": metric, "higher_is_better": task.higher_is_better,
-        "baseline": baselines["trivial"], "baselines": baselines,
-        "solve_threshold": dataset.meta["solve_threshold"], "dataset": dataset.folder.name,
-        "device": str(device), "backend": backend, "steps": cfg.train.steps,
-    }
-    run.write_config(config_text)
-    run.write_env(environment(device, backend, argv))
-    run.write_summary(summary)
-    columns = run.metrics_columns()
+        baselines = dataset.meta["baselines"]
+        summary: dict[str, Any] = {
+            "status": "running", "experiment": cfg.experiment, "run": run.path.name, "task": cfg.task.name,
+            "model_type": cfg.model.type, "layers": cfg.model.layers, "hidden_size": cfg.model.hidden_size,
+            "params": params, "metric": metric, "higher_is_better": task.higher_is_better,
+            "baseline": baselines["trivial"], "baselines": baselines,
+            "solve_threshold": dataset.meta["solve_threshold"], "dataset": dataset.folder.name,
+            "device": str(device), "backend": backend, "steps": cfg.train.steps,
+        }
+        run.write_config(cfg.dump_yaml())
+        run.write_env(environment(device, backend, argv))
+        run.write_summary(summary)
+        columns = run.metrics_columns()
 
-    # -- the loop -------------------------------------------------------------------------------------
-    progress = make_progress(cfg.train.steps, step, run.path.name, quiet)
-    started = time.perf_counter() - elapsed
-    stop = StopAtStepBoundary()
-    try:
-        while step < cfg.train.steps:
-            stop.check()
-            model.train()
-            tic = time.perf_counter()
-            index = torch.randint(n_train, (cfg.train.batch_size,), generator=batch_rng).to(device)
-            batch = {k: v[index] for k, v in splits["train"].items()}
-            set_lr(optimizer, cfg, step)
-            with autocast:
-                output = model(batch["inputs"])
-                loss = task.loss(output, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or math.inf)
-            optimizer.step()
-            step += 1
-            interval["time"] += time.perf_counter() - tic
-            interval["n"] += 1
-            interval["grad_norm"] += grad_norm.item()
-            interval["seqs"] += cfg.train.batch_size
-            accumulate(interval["scores"], task.score(output.detach(), batch))
-            progress.update(1)
+        # -- the loop ---------------------------------------------------------------------------------
+        progress = make_progress(cfg.train.steps, step, run.path.name, quiet)
+        started = time.perf_counter() - elapsed
+        try:
+            while step < cfg.train.steps:
+                fire_test_hooks(f"step={step}", run.path.name)
+                stop.check()
+                model.train()
+                tic = time.perf_counter()
+                index = torch.randint(n_train, (cfg.train.batch_size,), generator=batch_rng).to(device)
+                batch = {k: v[index] for k, v in splits["train"].items()}
+                set_lr(optimizer, cfg, step)
+                with autocast:
+                    output = model(batch["inputs"])
+                    loss = task.loss(output, batch)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step + 1}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip or math.inf)
+                optimizer.step()
+                step += 1
+                interval["time"] += time.perf_counter() - tic
+                interval["n"] += 1
+                interval["grad_norm"] += grad_norm.item()
+                interval["seqs"] += cfg.train.batch_size
+                accumulate(interval["scores"], task.score(output.detach(), batch))
+                progress.update(1)
 
-            if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
-                val = evaluate(model, task, splits["val"], cfg.train.eval_batch_size, autocast)
-                elapsed = time.perf_counter() - started
-                common = {
-                    "step": step, "epoch": step * cfg.train.batch_size / n_train,
-                    "lr": optimizer.param_groups[0]["lr"], "elapsed_s": elapsed,
-                    "grad_norm": interval["grad_norm"] / interval["n"],
-                    "seq_per_s": interval["seqs"] / max(interval["time"], 1e-9),
-                }
-                train_scores = {k: s / max(c, 1) for k, (s, c) in interval["scores"].items()}
-                rows = [{**common, "split": "train", **train_scores}, {**common, "split": "val", **val}]
-                columns = columns or LEAD_COLUMNS + [k for k in val if k != "loss"] + TAIL_COLUMNS
-                run.append_metrics(rows, columns)
-                progress.set_postfix(loss=f"{val['loss']:.4g}", **{metric: f"{val[metric]:.4g}"},
-                                     seq_s=f"{common['seq_per_s']:.0f}")
-                interval = new_interval()
+                if step % cfg.train.eval_every == 0 or step == cfg.train.steps:
+                    val = evaluate(model, task, splits["val"], cfg.train.eval_batch_size, autocast)
+                    elapsed = time.perf_counter() - started
+                    common = {
+                        "step": step, "epoch": step * cfg.train.batch_size / n_train,
+                        "lr": optimizer.param_groups[0]["lr"], "elapsed_s": elapsed,
+                        "grad_norm": interval["grad_norm"] / interval["n"],
+                        "seq_per_s": interval["seqs"] / max(interval["time"], 1e-9),
+                    }
+                    train_scores = {k: s / max(c, 1) for k, (s, c) in interval["scores"].items()}
+                    rows = [{**common, "split": "train", **train_scores}, {**common, "split": "val", **val}]
+                    columns = columns or LEAD_COLUMNS + [k for k in val if k != "loss"] + TAIL_COLUMNS
+                    run.append_metrics(rows, columns)
+                    progress.set_postfix(loss=f"{val['loss']:.4g}", **{metric: f"{val[metric]:.4g}"},
+                                         seq_s=f"{common['seq_per_s']:.0f}")
+                    interval = new_interval()
 
-                if best["val"] is None or better(val[metric], best["val"][metric]) != best["val"][metric]:
-                    weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                    best = {"step": step, "val": val, "model": weights}
-                    bad_evals = 0
-                else:
-                    bad_evals += 1
-                if cfg.train.schedule == "plateau":
-                    scheduler.step(val[metric])
+                    if best["val"] is None or better(val[metric], best["val"][metric]) != best["val"][metric]:
+                        weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                        best = {"step": step, "val": val, "model": weights}
+                        bad_evals = 0
+                    else:
+                        bad_evals += 1
+                    if cfg.train.schedule == "plateau":
+                        scheduler.step(val[metric])
+                    checkpoint()
+                    if cfg.train.early_stop_patience and bad_evals >= cfg.train.early_stop_patience:
+                        log(f"{run.path.name}: early stop at step {step} "
+                            f"({bad_evals} evaluations without improvement)")
+                        break
+        except KeyboardInterrupt:
+            elapsed = time.perf_counter() - started
+            if stop.at_boundary:  # a second Ctrl-C mid-step keeps the last evaluation's checkpoint instead
                 checkpoint()
-                if cfg.train.early_stop_patience and bad_evals >= cfg.train.early_stop_patience:
-                    log(f"{run.path.name}: early stop at step {step} ({bad_evals} evaluations without improvement)")
-                    break
-    except KeyboardInterrupt:
-        elapsed = time.perf_counter() - started
-        if stop.at_boundary:  # a second Ctrl-C mid-step keeps the last evaluation's checkpoint instead
-            checkpoint()
+            progress.close()
+            run.write_summary({**summary, "status": "interrupted", "step": step, "wall_s": elapsed,
+                               "signal": stop.signal})
+            raise
+        except Exception as e:
+            progress.close()
+            run.write_summary({**summary, "status": "failed", "step": step, "error": f"{type(e).__name__}: {e}",
+                               "wall_s": time.perf_counter() - started})
+            raise RunFailed(f"{type(e).__name__}: {e}", run.path) from e
         progress.close()
-        run.write_summary({**summary, "status": "interrupted", "step": step, "wall_s": elapsed})
-        raise
-    except Exception as e:
-        progress.close()
-        run.write_summary({**summary, "status": "failed", "step": step, "error": f"{type(e).__name__}: {e}",
-                           "wall_s": time.perf_counter() - started})
-        raise RunFailed(f"{type(e).__name__}: {e}", run.path) from e
-    finally:
-        stop.restore()
-    progress.close()
 
-    # -- the best-by-validation weights, on the test split ----------------------------------------------
-    if best["step"] == step:
-        final_val = best["val"]
-    else:
-        final_val = evaluate(model, task, splits["val"], cfg.train.eval_batch_size, autocast)
-    model.load_state_dict(best["model"])
-    test = evaluate(model, task, splits["test"], cfg.train.eval_batch_size, autocast)
-    test_row = {"step": step, "epoch": step * cfg.train.batch_size / n_train, "split": "test", **test,
-                "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started}
-    run.append_metrics([test_row], columns)
-    threshold = dataset.meta["solve_threshold"]
-    solved = test[metric] >= threshold if task.higher_is_better else test[metric] <= threshold
-    summary.update({
-        "status": "completed", "step": step, "best_step": best["step"], "best_val": best["val"],
-        "final_val": final_val, "test": test, "test_metric": test[metric], "solved": bool(solved),
-        "wall_s": time.perf_counter() - started,
-    })
-    run.write_summary(summary)
+        # -- the best-by-validation weights, on the test split ------------------------------------------
+        if best["step"] == step:
+            final_val = best["val"]
+        else:
+            final_val = evaluate(model, task, splits["val"], cfg.train.eval_batch_size, autocast)
+        model.load_state_dict(best["model"])
+        test = evaluate(model, task, splits["test"], cfg.train.eval_batch_size, autocast)
+        test_row = {"step": step, "epoch": step * cfg.train.batch_size / n_train, "split": "test", **test,
+                    "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started}
+        threshold = dataset.meta["solve_threshold"]
+        solved = test[metric] >= threshold if task.higher_is_better else test[metric] <= threshold
+        summary.update({
+            "status": "completed", "step": step, "best_step": best["step"], "best_val": best["val"],
+            "final_val": final_val, "test": test, "test_metric": test[metric], "solved": bool(solved),
+            "wall_s": time.perf_counter() - started,
+        })
+        run.complete(test_row, columns, summary)
     return RunResult(run.path, "completed", summary)
 
 
@@ -266,30 +258,40 @@ def train(
 
 
 class StopAtStepBoundary:
-    """Ctrl-C lets the current optimizer step finish, so the checkpoint saved on the way out is a state
-    the run passes through anyway (and resuming gives the same numbers); a second Ctrl-C stops at once."""
+    """SIGINT (Ctrl-C) and SIGTERM (what schedulers send before they kill) let the current optimizer step
+    finish, so the checkpoint saved on the way out is a state the run passes through anyway (and resuming
+    gives the same numbers); a second Ctrl-C stops at once. A context manager: the handlers are this
+    run's only while it lasts (and only in the main thread, where Python delivers signals)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
-        self.requested = self.at_boundary = False
-        self._previous = None
+        self.signal: str | None = None  # the name of the first signal received
+        self.at_boundary = False
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopAtStepBoundary:
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous = {}
+        if self.signal is not None and not (exc_type and issubclass(exc_type, KeyboardInterrupt)):
+            signal.raise_signal(signal.Signals[self.signal])  # it came too late to stop this run: pass it on
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+        if self.signal is not None and signum == signal.SIGINT:
+            raise RunInterrupted(self.signal)
+        self.signal = self.signal or signal.Signals(signum).name
 
     def check(self) -> None:
-        if self.requested:
+        """At a step boundary: stop here if a signal asked for it."""
+        if self.signal is not None:
             self.at_boundary = True
-            raise KeyboardInterrupt
-
-    def restore(self) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
-
+            raise RunInterrupted(self.signal)
 
 
 def new_interval() -> dict[str, Any]:
@@ -317,6 +319,17 @@ def evaluate(model, task, split: dict[str, torch.Tensor], batch_size: int, autoc
             output = model(batch["inputs"])
         accumulate(sums, task.score(output, batch))
     return {name: total / max(count, 1) for name, (total, count) in sums.items()}
+
+
+def pick_backend(cfg: ExperimentConfig, device: torch.device) -> str:
+    """The LSTM kernel that will run (scratch-lstm), or "torch.nn" for the torch.nn cores."""
+    if cfg.model.type != "scratch-lstm":
+        return "torch.nn"
+    try:
+        return kernels.resolve(cfg.model.backend, device.type)
+    except kernels.BackendUnavailable as e:
+        here = ", ".join(n for n in kernels.BACKEND_NAMES if n == "auto" or kernels.available(n, device.type))
+        raise UserError(f"model.backend: {e}; valid on this machine: {here}") from None
 
 
 def pick_device(name: str) -> torch.device:
@@ -380,54 +393,3 @@ def make_progress(total: int, initial: int, desc: str, quiet: bool):
 
     return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=False,
                 disable=quiet or not sys.stderr.isatty())
-
-
-def environment(device: torch.device, backend: str, argv: list[str] | None) -> dict[str, Any]:
-    """What ran, where: enough to tell two runs' circumstances apart."""
-    source = Path(lstmlab.__file__).resolve().parent.parent
-    return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lstmlab": lstmlab.__version__,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
-        "device": str(device),
-        "device_name": device_name(device),
-        "backend": backend,
-        "threads": torch.get_num_threads(),
-        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,
-        "git_sha": _git(source, "rev-parse", "HEAD"),
-        "git_dirty": _git_dirty(source),
-        "argv": argv if argv is not None else sys.argv,
-        "host": socket.gethostname(),
-        "platform": platform.platform(),
-    }
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_dirty(cwd: Path) -> bool | None:
-    if _git(cwd, "rev-parse", "HEAD") is None:
-        return None
-    return bool(_git(cwd, "status", "--porcelain", "--untracked-files=no"))
-
-
-def _git(cwd: Path, *args: str) -> str | None:
-    if not (cwd / ".git").exists():
-        return None
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
-                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None

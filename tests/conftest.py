@@ -52,3 +52,49 @@ def tiny_study(tmp_path_factory) -> Path:
                                       str(root / "runs"), "--data-dir", str(root / "data")])
     assert result.exit_code == 0, result.output
     return root / "runs"
+
+
+class Notifications:
+    """A FIFO that runs write their test-hook notifications to (LSTMLAB_TEST_NOTIFY), read with a deadline.
+
+    The test holds the FIFO open for reading and writing, so a run's write never blocks and a read never
+    sees end-of-file: `wait` blocks in select() until lines arrive, without polling.
+    """
+
+    def __init__(self, path: Path):
+        import os
+
+        os.mkfifo(path)
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR)
+        self.buffer = b""
+
+    def env(self, point: str, run: str | None = None) -> dict[str, str]:
+        return {"LSTMLAB_TEST_NOTIFY": f"{self.path}@{point}" + (f"@{run}" if run else "")}
+
+    def wait(self, n: int, timeout: float = 180.0) -> list[tuple[int, str, str]]:
+        """The first `n` notifications as (pid, run name, point)."""
+        import os
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while self.buffer.count(b"\n") < n:
+            ready, _, _ = select.select([self.fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise TimeoutError(f"{len(self.buffer.splitlines())} of {n} notifications within {timeout} s")
+            self.buffer += os.read(self.fd, 65536)
+        lines = self.buffer.decode().splitlines()[:n]
+        return [(int(pid), run, point) for pid, run, point in (line.split(" ") for line in lines)]
+
+    def close(self) -> None:
+        import os
+
+        os.close(self.fd)
+
+
+@pytest.fixture
+def notifications(tmp_path: Path):
+    fifo = Notifications(tmp_path / "notify.fifo")
+    yield fifo
+    fifo.close()

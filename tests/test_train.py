@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -39,7 +38,7 @@ def test_run_folder_is_complete(tmp_path):
     assert result.status == "completed"
     names = {p.name for p in result.path.iterdir()}
     assert {"config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt"} <= names
-    assert not [n for n in names if n.startswith(".")], "temporary files left behind"
+    assert not [n for n in names if n.startswith(".") and n != ".lock"], "temporary files left behind"
     summary = json.loads((result.path / "summary.json").read_text())
     assert summary["status"] == "completed"
     assert summary["params"] == 4 * (8 * 2 + 8 * 8 + 2 * 8) + 8 + 1  # one LSTM layer + Linear(8, 1) head
@@ -135,45 +134,94 @@ def test_run_names_are_readable_and_unique():
     assert names == ["L1-lstm-s0-lr0.1", "L1-lstm-s0-lr0.01", "L2-lstm-s0-lr0.1", "L2-lstm-s0-lr0.01"]
 
 
-def _lstmlab(*args: str, **kwargs) -> subprocess.Popen:
+def _lstmlab(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "lstmlab", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kwargs)
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
 
 
-@pytest.mark.parametrize("how", ["kill", "interrupt"])
-def test_killed_run_resumes_in_place_with_identical_metrics(tmp_path, how):
-    raw = {**TINY, "train": {**TINY["train"], "steps": 3000, "eval_every": 100}}
-    config = write_config(tmp_path / "c.yaml", raw)
+def _tiny_cli(tmp_path: Path, train_keys: dict) -> tuple[list[str], Path, RunFolder]:
+    config = write_config(tmp_path / "c.yaml", {**TINY, "train": {**TINY["train"], **train_keys}})
     args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "-q"]
-    run = RunFolder(tmp_path / "runs" / "tiny" / "L1-lstm-s0")
+    return args, config, RunFolder(tmp_path / "runs" / "tiny" / "L1-lstm-s0")
 
-    proc = _lstmlab(*args)
-    deadline = time.time() + 120
-    while not (run.path / "checkpoint.pt").exists():  # wait for the first evaluation's checkpoint
-        assert proc.poll() is None, proc.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
-    proc.wait(60)
-    assert run.status() in ("running", "interrupted")
-    if how == "interrupt":
-        assert run.status() == "interrupted" and proc.returncode == 130
-    stopped_at = run.load_checkpoint()["step"]
-    assert stopped_at < 3000
+
+def _fresh_rows(tmp_path: Path, config: Path) -> list[dict]:
+    fresh = train(next(load_config(config).runs()), runs_dir=tmp_path / "fresh", data_dir=tmp_path / "data",
+                  quiet=True, log=lambda _: None)
+    return metric_values(fresh.path)
+
+
+@pytest.mark.parametrize("name, stopped_at", [("KILL", 100), ("INT", 150), ("TERM", 150)])
+def test_a_signal_at_step_n_and_the_same_command_resumes_with_identical_metrics(tmp_path, name, stopped_at):
+    """kill -9 loses the steps since the last evaluation; Ctrl-C and SIGTERM finish the step and save it."""
+    args, config, run = _tiny_cli(tmp_path, {"steps": 300, "eval_every": 100})
+    proc = _lstmlab(*args, env={"LSTMLAB_TEST_SIGNAL": f"{name}@step=150"})
+    _, err = proc.communicate(timeout=300)
+    summary = run.summary()
+    if name == "KILL":
+        assert proc.returncode == -signal.SIGKILL and summary["status"] == "running"
+    else:
+        assert proc.returncode == 130, err
+        assert "interrupted: checkpoints saved; run the same command again to resume" in err
+        assert summary["status"] == "interrupted" and summary["signal"] == f"SIG{name}" and summary["step"] == 150
+    assert run.load_checkpoint()["step"] == stopped_at
 
     resumed = _lstmlab(*args)
-    output, _ = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, output
+    output, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, output + err
     assert f"resuming at step {stopped_at}" in output
     assert run.status() == "completed"
     rows = metric_values(run.path)
     keys = [(r["step"], r["split"]) for r in rows]
-    assert len(keys) == len(set(keys)), "duplicated rows"
-    assert len(rows) == 2 * 30 + 1
+    assert len(keys) == len(set(keys)) == 2 * 3 + 1, "duplicated or missing rows"
+    assert rows == _fresh_rows(tmp_path, config)
 
-    fresh = train(next(load_config(config).runs()), runs_dir=tmp_path / "fresh", data_dir=tmp_path / "data",
-                  quiet=True, log=lambda _: None)
-    assert metric_values(fresh.path) == rows
+
+def test_a_kill_at_the_completion_step_leaves_one_test_row_after_the_rerun(tmp_path):
+    args, config, run = _tiny_cli(tmp_path, {})
+    proc = _lstmlab(*args, env={"LSTMLAB_TEST_SIGNAL": "KILL@complete"})
+    proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    assert run.status() == "running"  # killed after the test row, before the summary: not completed
+    assert [r["split"] for r in metric_values(run.path)].count("test") == 1
+
+    rerun = _lstmlab(*args)
+    output, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, output + err
+    assert "resuming at step 20" in output
+    assert run.status() == "completed"
+    rows = metric_values(run.path)
+    assert [r["split"] for r in rows].count("test") == 1
+    assert rows == _fresh_rows(tmp_path, config)
+    again = _lstmlab(*args)
+    output, _ = again.communicate(timeout=300)
+    assert again.returncode == 0 and "L1-lstm-s0: skipped (already completed)" in output
+    assert metric_values(run.path) == rows
+
+
+def test_a_half_finished_run_without_its_config_is_refused_and_restart_replaces_it(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from lstmlab.cli import app
+
+    monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=15")
+    with pytest.raises(KeyboardInterrupt):
+        train_tiny(tmp_path)
+    monkeypatch.delenv("LSTMLAB_TEST_SIGNAL")
+    run = RunFolder(tmp_path / "runs" / "tiny" / "L1-lstm-s0")
+    assert run.status() == "interrupted" and run.load_checkpoint()["step"] == 15
+    (run.path / "config.yaml").unlink()
+    args = ["train", str(tmp_path / "c.yaml"), "--runs-dir", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path / "data"), "-q", "--set", "train.lr=0.05"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2, refused.output
+    assert f"run folder {run.path} holds" in refused.output and "but no config.yaml" in refused.output
+    assert "--restart" in refused.output and "Traceback" not in refused.output
+    assert run.load_checkpoint()["step"] == 15  # nothing was touched
+
+    restarted = CliRunner().invoke(app, [*args, "--restart"])
+    assert restarted.exit_code == 0, restarted.output
+    assert run.status() == "completed" and run.config()["train"]["lr"] == 0.05
 
 
 def test_partial_metrics_line_is_dropped_on_resume(tmp_path):

@@ -16,11 +16,11 @@ no timestamps, and meta.json is written with sorted keys.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,20 +65,52 @@ def regenerate_hint(cfg: TaskConfig, folder: Path) -> str:
     )
 
 
-def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False) -> Path:
-    """Write the dataset of `cfg` under `data_dir` and return its folder.
+def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False, log=None) -> Path:
+    """Write the dataset of `cfg` under `data_dir` and return its folder (`log`: a callable told when
+    generation starts).
 
     An existing complete folder is verified and kept; a changed one raises DataError (never overwritten
     unless `force`). The folder appears whole or not at all: it is written beside and renamed in place.
+    Processes generating the same dataset take turns (a lock file beside the folder); the first writes it,
+    the others find it written. Staging folders left by a generation that was killed are removed.
     """
     folder = dataset_dir(cfg, data_dir)
     if folder.exists() and not force:
         verify(cfg, folder)
         return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with _generation_lock(folder):
+        if folder.exists() and not force:  # another process wrote it while this one waited
+            verify(cfg, folder)
+            return folder
+        for leftover in folder.parent.glob(f".{folder.name}-*"):  # no generation of it runs but this one
+            shutil.rmtree(leftover, ignore_errors=True)
+        if log is not None:
+            log(f"generating dataset {folder} ...")
+        _write(cfg, folder)
+    return folder
+
+
+@contextlib.contextmanager
+def _generation_lock(folder: Path):
+    """An exclusive lock on `.<folder name>.lock` beside the folder, waited for; released when the holder dies."""
+    import fcntl
+
+    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _write(cfg: TaskConfig, folder: Path) -> None:
+    """Generate the splits into a staging folder beside `folder` (permissions as the umask says), then
+    rename it into place."""
     task = make_task(cfg)
     splits, info = task.generate()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    staging = folder.parent / f".{folder.name}-staging-{os.getpid()}"
+    staging.mkdir()  # mode 0o777 minus the umask, as any folder the user makes
     try:
         files = {}
         for split in SPLITS:
@@ -110,7 +142,6 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False) -> P
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return folder
 
 
 def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
@@ -170,8 +201,7 @@ def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True
     if not folder.exists():
         if not generate_missing:
             raise DataError(f"dataset {folder} does not exist; generate it with `lstmlab generate-data`")
-        log(f"generating dataset {folder} ...")
-        generate(cfg, data_dir)
+        generate(cfg, data_dir, log=log)
     meta = verify(cfg, folder)
     splits: dict[str, dict[str, np.ndarray]] = {split: {} for split in SPLITS}
     for name in meta["files"]:

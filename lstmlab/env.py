@@ -1,0 +1,87 @@
+"""Provenance: which software ran on which machine, in one place.
+
+`environment()` is what a run folder's env.json holds; `device_name()` and `cpu_model()` name the
+hardware for run folders, benchmarks and the C++ loop's build cache. torch is imported inside the
+functions that need it, so importing this module stays cheap.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lstmlab
+
+
+def environment(device, backend: str, argv: list[str] | None) -> dict[str, Any]:
+    """What ran, where: enough to tell two runs' circumstances apart. `device` is a torch.device."""
+    import torch
+
+    source = Path(lstmlab.__file__).resolve().parent.parent
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lstmlab": lstmlab.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,
+        "device": str(device),
+        "device_name": device_name(device),
+        "backend": backend,
+        "threads": torch.get_num_threads(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32 if device.type == "cuda" else None,
+        "git_sha": git(source, "rev-parse", "HEAD"),
+        "git_dirty": git_dirty(source),
+        "argv": argv if argv is not None else sys.argv,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+    }
+
+
+def device_name(device) -> str:
+    """The GPU's name for a CUDA device; the CPU's model name otherwise."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.get_device_name(device)
+    model = _cpuinfo_line("model name")
+    return model.split(":", 1)[1].strip() if model else platform.processor() or platform.machine()
+
+
+def cpu_model() -> str:
+    """The CPU's model name and feature flags, as /proc/cpuinfo writes them (virtual machines often share
+    one generic model name, so the flags tell their CPUs apart); `platform.processor()` elsewhere."""
+    model, flags = _cpuinfo_line("model name"), _cpuinfo_line("flags")
+    return f"{model}\n{flags}" if model or flags else platform.processor()
+
+
+def _cpuinfo_line(key: str) -> str:
+    """The first line of /proc/cpuinfo that starts with `key` (Linux); "" elsewhere or when unreadable."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line for line in lines if line.startswith(key)), "")
+
+
+def git_dirty(cwd: Path) -> bool | None:
+    """Whether tracked files differ from HEAD; None outside a git checkout."""
+    if git(cwd, "rev-parse", "HEAD") is None:
+        return None
+    return bool(git(cwd, "status", "--porcelain", "--untracked-files=no"))
+
+
+def git(cwd: Path, *args: str) -> str | None:
+    """`git ARGS` in `cwd` (a checkout), its stdout stripped; None when git or the checkout is missing."""
+    if not (cwd / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5,
+                             env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
