@@ -174,8 +174,11 @@ def compare(
                                                     rich_help_panel=CONFIG_PANEL)] = None,
     format_: Annotated[str, typer.Option("--format", help="table | markdown | csv | json.",
                                          rich_help_panel=OUTPUT_PANEL)] = "table",
+    tune: Annotated[list[str] | None, typer.Option("--tune", help="Config key to tune within each group "
+                                                     "(repeatable): keep the runs of its value with the best mean "
+                                                     "validation metric.", rich_help_panel=CONFIG_PANEL)] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves and final metrics to FILE "
-                                                 "(needs the [plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
+                                                 "(needs the \\[plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
 ) -> None:
     """Group runs by a config key across seeds: mean, spread, confidence intervals, and each step's effect."""
     from lstmlab.compare import FORMATS, compare_runs, render
@@ -186,16 +189,20 @@ def compare(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(f"no such path: {', '.join(missing)}")
-    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)))
+    if plot is not None:
+        from lstmlab.plot import check_plot_path
+
+        check_plot_path(plot)
+    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)), tune_keys=tuple(tune or ()))
     output = render(comparison, format_)
     if isinstance(output, str):
         sys.stdout.write(output if output.endswith("\n") else output + "\n")
     else:
         _console().print(output)
     if plot is not None:
-        from lstmlab.compare import plot as draw
+        from lstmlab.plot import plot_comparison
 
-        draw(comparison, plot)
+        plot_comparison(comparison, plot)
         _console(stderr=True).print(f"plot written to {plot}")
 
 

@@ -1,0 +1,21 @@
+"""Turn run folders into a verdict: group runs by config keys across seeds, and weigh each step up in depth.
+
+    compare_runs(paths, by=("model.layers",), tune_keys=()) -> Comparison     read, group, tune, compare neighbours
+    render(comparison, fmt)                                     -> str | rich  table | markdown | csv | json
+
+Three jobs, one module each:
+    read.py      run folders -> one RunRecord per folder (every file read once; reasons for the unusable ones)
+    analysis.py  records -> groups (summarised once), steps between neighbouring groups, verdicts in words
+    tune.py      within a group, the --tune value with the best mean validation metric
+    render.py    a Comparison as a table, Markdown, CSV or the JSON object of DESIGN.md's contract
+The plot (lstmlab.plot) draws a Comparison; the CLI calls it directly.
+
+Runs that cannot be compared (unfinished, failed, another task, unreadable files) are listed with the
+reason, never dropped silently. Run folders of earlier versions are read as far as their fields allow.
+"""
+
+from lstmlab.compare.analysis import Comparison, Group, Skipped, Step, compare_runs, fmt, fmt_signed, step_label
+from lstmlab.compare.render import FORMATS, header_line, json_object, render
+
+__all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "compare_runs", "fmt", "fmt_signed", "header_line",
+           "json_object", "render", "step_label"]

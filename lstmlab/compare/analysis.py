@@ -1,0 +1,443 @@
+"""From run records to a verdict: group runs across seeds, tune within groups, weigh each step between neighbours.
+
+    compare_runs(paths, by=("model.layers",), tune=()) -> Comparison
+
+Groups: completed runs of the majority's task and metric with equal values of every --by key (seeds,
+and with --tune the tuned keys, are what a group pools). Each group is summarised once (GroupStats).
+
+Steps: neighbouring groups along the first --by key (2 vs 1 layers, 3 vs 2), within equal values of
+the other --by keys. Each step's evidence is chosen from the data (docs/statistics.md):
+  - solve rates, by an exact test, when the two groups' runs include both solved and unsolved ones
+    (bimodal outcomes: a mean over them describes none of the runs);
+  - otherwise (every run solved, or none) the difference of means, by Welch's test.
+When a comparison has several steps they are one family: a step is called better or worse only when
+its Holm-adjusted p-value is at most 5%. Every step also reports the probability of improvement and,
+when it is not distinguishable, how many seeds per group would settle a difference of the observed size.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lstmlab import stats
+from lstmlab.compare.read import RunRecord, hashable, order, read_runs
+from lstmlab.compare.tune import Tuning, tune
+from lstmlab.errors import UserError
+
+EQUAL_PARAMS_TOLERANCE = 0.05  # groups whose mean parameter counts differ by more are flagged in the verdict
+POOLED_KEYS = {"train.seed", "experiment"}  # keys that may differ within a group: seeds are what a group pools
+
+
+@dataclass
+class GroupStats:
+    """A group's test metric, summarised once. Intervals are None where n cannot support them (n = 1)."""
+
+    mean: float
+    std: float | None
+    ci95: tuple[float, float] | None  # Student t: may leave the metric's range
+    median: float
+    best: float
+    iqm: float
+    mean_ci95: tuple[float, float] | None  # percentile bootstrap: inside the metric's range
+    median_ci95: tuple[float, float] | None
+    iqm_ci95: tuple[float, float] | None
+    solved_ci95: tuple[float, float] | None  # Clopper–Pearson
+
+
+@dataclass
+class Group:
+    key: dict[str, Any]
+    runs: list[RunRecord]
+    tuning: Tuning | None = None
+    stats: GroupStats | None = field(default=None, repr=False)
+
+    @property
+    def values(self) -> list[float]:
+        return [r.test for r in self.runs]
+
+    @property
+    def n(self) -> int:
+        return len(self.runs)
+
+    @property
+    def n_solved(self) -> int | None:
+        if any(r.solved is None for r in self.runs):
+            return None
+        return sum(bool(r.solved) for r in self.runs)
+
+    @property
+    def solved(self) -> float | None:
+        return None if self.n_solved is None else self.n_solved / self.n
+
+    def params(self) -> dict[str, float] | None:
+        counts = [r.params for r in self.runs if r.params is not None]
+        return {"mean": stats.mean(counts), "min": min(counts), "max": max(counts)} if counts else None
+
+    def hidden_sizes(self) -> list[int]:
+        return sorted({r.hidden_size for r in self.runs if r.hidden_size is not None})
+
+    def baseline(self) -> float | None:
+        values = [r.baseline for r in self.runs if r.baseline is not None]
+        return stats.mean(values) if values else None
+
+    def repeated_seeds(self) -> list[int]:
+        """Seeds that appear more than once: repeats of one run (e.g. copied folders), not independent samples."""
+        counts = Counter(r.seed for r in self.runs if r.seed is not None)
+        return sorted(seed for seed, n in counts.items() if n > 1)
+
+    def mixed(self, pooled: set[str] = POOLED_KEYS) -> list[str]:
+        """Config keys, other than the pooled ones (seed, tuned keys), whose values differ between this group's runs."""
+        keys = set().union(*(r.flat for r in self.runs)) - pooled
+        missing = object()
+        return sorted(k for k in keys if len({r.flat.get(k, missing) for r in self.runs}) > 1)
+
+
+@dataclass
+class Step:
+    """The effect of moving from group `lower` to group `upper` along the first --by key."""
+
+    axis: str
+    lower: Group
+    upper: Group
+    diff: float  # mean(upper) - mean(lower)
+    ci95: tuple[float, float] | None  # Welch
+    relative: float | None  # diff / |mean of lower|
+    df: float | None
+    evidence: str  # "solved" (the solve rates decide) | "mean" (the means decide)
+    test: str | None  # "welch" | "boschloo" | "fisher"; None: no test possible (n = 1)
+    p: float | None  # the chosen test's two-sided p-value
+    p_solved: float | None  # the exact test of the solve rates, whichever evidence decides
+    prob_improvement: float  # P(a run of upper beats a run of lower), ties ½
+    prob_improvement_ci95: tuple[float, float] | None
+    family: int = 1  # steps tested together (Holm)
+    p_adjusted: float | None = None
+    better: bool | None = None  # None: not distinguishable, or no test
+    seeds_needed: int | None = None  # per group, for 80% power at the observed difference; None when distinguishable
+    verdict: str = ""
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Comparison:
+    by: tuple[str, ...]
+    task: str | None
+    metric: str | None
+    higher_is_better: bool
+    baseline: float | None
+    baselines: dict[str, float]
+    solve_threshold: float | None
+    tune: tuple[str, ...] = ()
+    groups: list[Group] = field(default_factory=list)
+    steps: list[Step] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def better(self, a: float, b: float) -> float:
+        return max(a, b) if self.higher_is_better else min(a, b)
+
+    def pooled_keys(self) -> set[str]:
+        return POOLED_KEYS | set(self.tune)
+
+
+# -- reading and grouping ------------------------------------------------------------------------------
+
+
+def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = ("model.layers",),
+                 tune_keys: tuple[str, ...] = ()) -> Comparison:
+    """Read every run folder at or below `paths`; group completed runs by the dotted config keys `by`,
+    choosing within each group the value of `tune_keys` with the best mean validation metric."""
+    by, tune_keys = tuple(by) or ("model.layers",), tuple(dict.fromkeys(tune_keys))
+    both = sorted(set(by) & set(tune_keys))
+    if both:
+        raise UserError(f"--tune {both[0]} is also a --by key: a key is either compared (--by) or tuned (--tune)")
+    records = read_runs(list(paths))
+    if not records:
+        raise UserError(
+            f"no run folders under {', '.join(map(str, paths))}: a run folder holds a config.yaml "
+            "(give a run folder, or a folder above run folders such as runs/ or runs/<experiment>)"
+        )
+    readable = [r for r in records if r.config is not None]
+    _check_keys(by, "--by", readable)
+    _check_keys(tune_keys, "--tune", readable)
+    skipped = [Skipped(r.path, r.reason) for r in records if r.reason is not None]
+
+    # the runs to compare: completed, with the majority's task and metric
+    complete = [r for r in readable if r.reason is None]
+    kinds = Counter((r.task, r.metric) for r in complete)
+    majority = kinds.most_common(1)[0][0] if kinds else (None, None)
+    runs: dict[tuple, list[RunRecord]] = {}
+    for run in complete:
+        if (run.task, run.metric) != majority:
+            skipped.append(Skipped(run.path, f"task {run.task} (metric {run.metric}) differs from the majority's "
+                                             f"{majority[0]} ({majority[1]}); compare those runs separately"))
+            continue
+        key, missing = _key(run, by + tune_keys)
+        if missing:
+            skipped.append(Skipped(run.path, f"config has no {missing} (a run folder of an earlier version?)"))
+            continue
+        if tune_keys and run.val is None:
+            skipped.append(Skipped(run.path, f"no validation {run.metric} (summary.json best_val, or val rows in "
+                                             f"metrics.csv) to choose {', '.join(tune_keys)} by"))
+            continue
+        runs.setdefault(key[: len(by)], []).append(run)
+
+    comparison = _header(by, tune_keys, majority, [r for group in runs.values() for r in group])
+    failed = _failed_by_key(readable, by, tune_keys, majority) if tune_keys else {}
+    for key in sorted(runs, key=lambda k: tuple(order(v) for v in k)):
+        members = runs[key]
+        tuning = None
+        if tune_keys:
+            tuning = tune(members, failed.get(key, []), tune_keys, comparison.higher_is_better)
+            members = tuning.chosen.runs
+        group = Group(dict(zip(by, key, strict=True)), sorted(members, key=lambda r: (order(r.seed), r.name)),
+                      tuning)
+        group.stats = summarise(group.values, group.n_solved, comparison.higher_is_better)
+        comparison.groups.append(group)
+    comparison.skipped = sorted(skipped, key=lambda s: str(s.path))
+    comparison.steps = _steps(comparison)
+    return comparison
+
+
+def summarise(values: list[float], n_solved: int | None, higher_is_better: bool) -> GroupStats:
+    best = max(values) if higher_is_better else min(values)
+    return GroupStats(
+        mean=stats.mean(values), std=stats.std(values), ci95=stats.t_interval(values), median=stats.median(values),
+        best=best, iqm=stats.iqm(values), mean_ci95=stats.bootstrap_interval(values, "mean"),
+        median_ci95=stats.bootstrap_interval(values, "median"), iqm_ci95=stats.bootstrap_interval(values, "iqm"),
+        solved_ci95=stats.clopper_pearson(n_solved, len(values)) if n_solved is not None else None,
+    )
+
+
+def _failed_by_key(records: list[RunRecord], by: tuple[str, ...], tune_keys: tuple[str, ...],
+                   kind: tuple) -> dict[tuple, list[RunRecord]]:
+    """Failed runs of the compared task by their --by key: tuning counts them against their value."""
+    failed: dict[tuple, list[RunRecord]] = {}
+    for run in records:
+        if run.status != "failed" or (run.task, run.metric) != kind:
+            continue
+        key, missing = _key(run, by + tune_keys)
+        if not missing:
+            failed.setdefault(key[: len(by)], []).append(run)
+    return failed
+
+
+def _key(run: RunRecord, keys: tuple[str, ...]) -> tuple[tuple, str | None]:
+    values = []
+    for key in keys:
+        found, value = run.lookup(key)
+        if not found:
+            return (), key
+        values.append(value)
+    return tuple(values), None
+
+
+def _check_keys(keys: tuple[str, ...], flag: str, records: list[RunRecord]) -> None:
+    if not records:
+        return
+    for key in keys:
+        if not any(r.lookup(key)[0] for r in records):
+            leaves = sorted(set().union(*(r.flat for r in records)))
+            missing = object()
+            varying = [k for k in leaves if len({r.flat.get(k, missing) for r in records}) > 1]
+            hint = f"keys that vary across these runs: {', '.join(varying)}; " if varying else ""
+            raise UserError(f"{flag} {key}: not a config key of these runs; {hint}valid keys: {', '.join(leaves)}")
+
+
+def _header(by: tuple[str, ...], tune_keys: tuple[str, ...], kind: tuple, runs: list[RunRecord]) -> Comparison:
+    task, metric = kind
+    first = runs[0] if runs else None
+    higher = first.higher_is_better if first else None
+    baselines = {r.baseline for r in runs if r.baseline is not None}
+    common = baselines.pop() if len(baselines) == 1 else None  # several datasets (e.g. --by task.seq_len): per group
+    return Comparison(
+        by=by, tune=tune_keys, task=task, metric=metric, higher_is_better=bool(higher), baseline=common,
+        baselines=first.baselines if first and common is not None else {},
+        solve_threshold=first.solve_threshold if first and common is not None else None,
+    )
+
+
+# -- steps between neighbouring groups -------------------------------------------------------------------
+
+
+def _steps(comparison: Comparison) -> list[Step]:
+    axis, others = comparison.by[0], comparison.by[1:]
+    strata: dict[tuple, list[Group]] = {}
+    for group in comparison.groups:  # already sorted by every key
+        strata.setdefault(tuple(hashable(group.key[k]) for k in others), []).append(group)
+    ordered = sorted(strata.items(), key=lambda item: tuple(order(v) for v in item[0]))
+    steps = []
+    for _, groups in ordered:
+        groups = sorted(groups, key=lambda g: order(g.key[axis]))
+        steps += [_step(comparison, axis, a, b) for a, b in zip(groups, groups[1:], strict=False)]
+    _decide(comparison, steps)
+    return steps
+
+
+def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step:
+    a, b, higher = lower.values, upper.values, comparison.higher_is_better
+    mean_a = lower.stats.mean
+    diff = upper.stats.mean - mean_a
+    welch = stats.welch_interval(a, b)
+    rates = None
+    if lower.n_solved is not None and upper.n_solved is not None:
+        rates = stats.solve_rate_test(lower.n_solved, lower.n, upper.n_solved, upper.n)
+    bimodal = rates is not None and 0 < lower.n_solved + upper.n_solved < lower.n + upper.n
+    if bimodal:
+        evidence, test, p = "solved", rates.test, rates.p
+    else:
+        evidence, test, p = "mean", ("welch" if welch else None), (welch.p if welch else None)
+    return Step(
+        axis, lower, upper, diff, ci95=(welch.low, welch.high) if welch else None,
+        relative=diff / abs(mean_a) if mean_a != 0 else None, df=welch.df if welch else None,
+        evidence=evidence, test=test, p=p, p_solved=rates.p if rates else None,
+        prob_improvement=stats.prob_improvement(a, b, higher),
+        prob_improvement_ci95=stats.prob_improvement_interval(a, b, higher),
+    )
+
+
+def _decide(comparison: Comparison, steps: list[Step]) -> None:
+    """Holm over the steps that have a test; then each step's call, seeds needed and verdict."""
+    tested = [s for s in steps if s.p is not None]
+    for step, adjusted in zip(tested, stats.holm([s.p for s in tested]), strict=True):
+        step.family, step.p_adjusted = len(tested), adjusted
+    alpha = stats.ALPHA / max(len(tested), 1)  # sizing for the family's strictest level (Bonferroni)
+    for step in steps:
+        if step.p_adjusted is not None and step.p_adjusted <= stats.ALPHA:
+            step.better = _improved(comparison, step)
+        elif step.p is not None:
+            step.seeds_needed = _seeds_needed(step, alpha)
+        step.verdict = verdict(comparison, step)
+
+
+def _improved(comparison: Comparison, step: Step) -> bool:
+    if step.evidence == "solved":
+        return step.upper.solved > step.lower.solved
+    return step.diff > 0 if comparison.higher_is_better else step.diff < 0
+
+
+def _seeds_needed(step: Step, alpha: float) -> int | None:
+    if step.evidence == "solved":
+        return stats.seeds_for_rates(step.lower.solved, step.upper.solved, alpha)
+    return stats.seeds_for_mean(step.diff, step.lower.stats.std, step.upper.stats.std, alpha)
+
+
+# -- the verdict in words --------------------------------------------------------------------------------
+
+
+def step_label(axis: str, lower: Group, upper: Group) -> str:
+    """'3 vs 2 layers', or 'model.type=lstm vs gru'; other --by keys in brackets."""
+    a, b = lower.key[axis], upper.key[axis]
+    label = f"{b} vs {a} layers" if axis == "model.layers" else f"{axis}={b} vs {a}"
+    context = [f"{k}={v}" for k, v in lower.key.items() if k != axis]
+    return f"{label} ({', '.join(context)})" if context else label
+
+
+def verdict(comparison: Comparison, step: Step) -> str:
+    """One line in plain words: the change, the evidence that decides, and whether seed noise can explain it."""
+    lower, upper = step.lower, step.upper
+    label = f"{step_label(step.axis, lower, upper)}: "
+    at_n = f"n={lower.n}" if lower.n == upper.n else f"n={lower.n} vs {upper.n}"
+    change = f"{comparison.metric} {fmt_signed(step.diff)}{_relative(step.relative)}"
+    notes = []
+    if len(set(lower.values + upper.values)) == 1:
+        text = f"{label}{comparison.metric} the same — every run of both groups scored {fmt(lower.values[0])}"
+        if lower.n_solved == lower.n and upper.n_solved == upper.n:
+            notes.append("all solved: at this ceiling the metric cannot tell the depths apart")
+        return "; ".join([text, *notes, *_parameter_notes(lower, upper)])
+    if step.evidence == "solved":
+        text = f"{label}solved {lower.n_solved}/{lower.n} → {upper.n_solved}/{upper.n} — {_call(step, at_n)}"
+        notes.append(f"{change}, a mean over solved and unsolved runs: read the per-seed values")
+    else:
+        text = label + change
+        if step.ci95 is None:
+            text += " — no interval: a group has n=1, and one seed cannot separate an effect from seed noise"
+        else:
+            text += f", 95% CI [{fmt(step.ci95[0], 3)}, {fmt(step.ci95[1], 3)}] — {_call(step, at_n)}"
+        if lower.solved is not None and upper.solved is not None and lower.solved != upper.solved:
+            notes.append(f"solved {lower.n_solved}/{lower.n} → {upper.n_solved}/{upper.n}")
+    notes += _parameter_notes(lower, upper)
+    notes.append(_improvement_text(step))
+    if step.p is not None:
+        notes.append(_p_text(step))
+    if step.better is None and step.p is not None:
+        notes.append(_seeds_text(step))
+    return "; ".join([text, *notes])
+
+
+def _call(step: Step, at_n: str) -> str:
+    if step.better is not None:
+        return f"{'better' if step.better else 'worse'}, beyond seed noise at {at_n}"
+    if step.p is not None and step.p <= stats.ALPHA:
+        return f"not distinguishable from seed noise at {at_n} once the {step.family} steps are tested together"
+    return f"not distinguishable from seed noise at {at_n}"
+
+
+def _relative(relative: float | None) -> str:
+    if relative is None:
+        return ""
+    if abs(relative) >= 10:  # +24000% reads worse than ×241
+        return f" (×{1 + relative:.3g})" if relative > 0 else f" ({relative:+.0%})"
+    return f" ({relative:+.0%})" if abs(relative) >= 0.01 else f" ({relative:+.1%})"
+
+
+def _parameter_notes(lower: Group, upper: Group) -> list[str]:
+    pa, pb = lower.params(), upper.params()
+    if pa and pb and abs(pb["mean"] - pa["mean"]) > EQUAL_PARAMS_TOLERANCE * max(pa["mean"], pb["mean"]):
+        return [f"parameters differ: {pa['mean']:,.0f} → {pb['mean']:,.0f} (not an equal-budget comparison)"]
+    return []
+
+
+def _improvement_text(step: Step) -> str:
+    a, b = step.lower.key[step.axis], step.upper.key[step.axis]
+    who = f"{b} layers beats {a}" if step.axis == "model.layers" else f"{step.axis}={b} beats {a}"
+    text = f"P({who}) = {step.prob_improvement:.2f}"
+    ci = step.prob_improvement_ci95
+    return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
+TEST_NAMES = {"welch": "Welch", "boschloo": "Boschloo", "fisher": "Fisher"}
+
+
+def _p_text(step: Step) -> str:
+    text = f"{TEST_NAMES[step.test]} p = {fmt(step.p, 2)}"
+    if step.family > 1:
+        text += f", Holm-adjusted over {step.family} steps {fmt(step.p_adjusted, 2)}"
+    return text
+
+
+def _seeds_text(step: Step) -> str:
+    per = "per depth" if step.axis == "model.layers" else "per group"
+    if step.seeds_needed is not None:
+        what = "solve rates like these" if step.evidence == "solved" else "a difference of this size"
+        return f"about {step.seeds_needed} seeds {per} would settle this (80% power for {what})"
+    no_difference = step.lower.solved == step.upper.solved if step.evidence == "solved" else step.diff == 0
+    if no_difference:
+        return "no difference to size a study for"
+    if step.lower.n < 2 or step.upper.n < 2:
+        return "one seed gives no spread to size a study by"
+    return f"more than {stats.MAX_SEEDS:,} seeds {per} would be needed"
+
+
+# -- number formats shared by the verdict and the tables ---------------------------------------------------
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    """`digits` significant digits; below 0.001 as 1.23e-4 (shorter than 0.000123, and easier to compare)."""
+    if value is None:
+        return "—"
+    if value == 0 or 1e-3 <= abs(value) < 1e6:
+        return f"{value:.{digits}g}"
+    mantissa, exponent = f"{value:.{digits - 1}e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def fmt_signed(value: float) -> str:
+    text = fmt(value, 3)
+    return text if text.startswith("-") else "+" + text
