@@ -216,7 +216,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     `layers` and `grad_x` are its runs' curves combined step by step (geometric mean of the gradient
     norms, mean of the gate statistics), so groups plot and read like runs.
     """
-    from lstmlab.compare import _check_keys, _dotted, _hashable, _order
+    from lstmlab.compare import check_keys, dotted, hashable, order
 
     check_options(split, batch)
     by = tuple(by) or ("model.layers",)
@@ -230,11 +230,11 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
             configs[folder.path] = read_config(folder).model_dump(mode="json")
         except UserError as e:
             skipped.append({"path": str(folder.path), "reason": str(e)})
-    _check_keys(by, list(configs.values()))  # a --by key no run has: exit 2 with the valid keys
+    check_keys(by, list(configs.values()))  # a --by key no run has: exit 2 with the valid keys
 
     grouped: dict[tuple, list[dict]] = {}
     for path, config in configs.items():
-        found = [_dotted(config, k) for k in by]
+        found = [dotted(config, k) for k in by]
         if not all(ok for ok, _ in found):
             skipped.append({"path": str(path), "reason": f"config has no {', '.join(by)}"})
             continue
@@ -243,9 +243,9 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
         except UserError as e:
             skipped.append({"path": str(path), "reason": str(e)})
             continue
-        grouped.setdefault(tuple(_hashable(value) for _, value in found), []).append(run)
+        grouped.setdefault(tuple(hashable(value) for _, value in found), []).append(run)
     groups = []
-    for key in sorted(grouped, key=lambda k: tuple(_order(v) for v in k)):
+    for key in sorted(grouped, key=lambda k: tuple(order(v) for v in k)):
         runs = grouped[key]
         groups.append({"key": dict(zip(by, key, strict=True)), "n": len(runs), **combine(runs), "runs": runs})
     skipped.sort(key=lambda s: s["path"])

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lstmlab.compare import _finite, fmt
+from lstmlab.compare import finite, fmt
 from lstmlab.errors import UserError
 
 FORMATS = ("table", "json")
@@ -26,7 +26,7 @@ GATE_ORDER = ("i", "f", "g", "o", "r", "z", "n")
 def render(result: dict[str, Any], fmt_name: str):
     """A str for json; a rich renderable for table."""
     if fmt_name == "json":
-        return json.dumps(_finite(result), indent=2, ensure_ascii=False)
+        return json.dumps(finite(result), indent=2, ensure_ascii=False)
     if fmt_name == "table":
         return render_table(result)
     raise UserError(f"--format: unknown format {fmt_name!r}; valid formats: {', '.join(FORMATS)}")

@@ -14,8 +14,19 @@ Runs that cannot be compared (unfinished, failed, another task, unreadable files
 reason, never dropped silently. Run folders of earlier versions are read as far as their fields allow.
 """
 
-from lstmlab.compare.analysis import Comparison, Group, Skipped, Step, compare_runs, fmt, fmt_signed, step_label
-from lstmlab.compare.render import FORMATS, header_line, json_object, render
+from lstmlab.compare.analysis import (
+    Comparison,
+    Group,
+    Skipped,
+    Step,
+    check_keys,
+    compare_runs,
+    fmt,
+    fmt_signed,
+    step_label,
+)
+from lstmlab.compare.read import dotted, hashable, order
+from lstmlab.compare.render import FORMATS, finite, header_line, json_object, render
 
-__all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "compare_runs", "fmt", "fmt_signed", "header_line",
-           "json_object", "render", "step_label"]
+__all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "check_keys", "compare_runs", "dotted", "finite",
+           "fmt", "fmt_signed", "hashable", "header_line", "json_object", "order", "render", "step_label"]

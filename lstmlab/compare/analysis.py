@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab import stats
-from lstmlab.compare.read import RunRecord, hashable, order, read_runs
+from lstmlab.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
 from lstmlab.compare.tune import Tuning, tune
 from lstmlab.errors import UserError
 
@@ -164,8 +164,8 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
             "(give a run folder, or a folder above run folders such as runs/ or runs/<experiment>)"
         )
     readable = [r for r in records if r.config is not None]
-    _check_keys(by, "--by", readable)
-    _check_keys(tune_keys, "--tune", readable)
+    check_keys(by, [r.config for r in readable], "--by")
+    check_keys(tune_keys, [r.config for r in readable], "--tune")
     skipped = [Skipped(r.path, r.reason) for r in records if r.reason is not None]
 
     # the runs to compare: completed, with the majority's task and metric
@@ -238,14 +238,16 @@ def _key(run: RunRecord, keys: tuple[str, ...]) -> tuple[tuple, str | None]:
     return tuple(values), None
 
 
-def _check_keys(keys: tuple[str, ...], flag: str, records: list[RunRecord]) -> None:
-    if not records:
+def check_keys(keys: tuple[str, ...], configs: list[dict], flag: str = "--by") -> None:
+    """Each key must be a config key of at least one run; else bad input naming the valid keys."""
+    if not configs:
         return
     for key in keys:
-        if not any(r.lookup(key)[0] for r in records):
-            leaves = sorted(set().union(*(r.flat for r in records)))
+        if not any(dotted(c, key)[0] for c in configs):
+            flat = [flatten(c) for c in configs]
+            leaves = sorted(set().union(*flat))
             missing = object()
-            varying = [k for k in leaves if len({r.flat.get(k, missing) for r in records}) > 1]
+            varying = [k for k in leaves if len({f.get(k, missing) for f in flat}) > 1]
             hint = f"keys that vary across these runs: {', '.join(varying)}; " if varying else ""
             raise UserError(f"{flag} {key}: not a config key of these runs; {hint}valid keys: {', '.join(leaves)}")
 

@@ -67,15 +67,11 @@ class RunRecord:
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
     def lookup(self, key: str) -> tuple[bool, Any]:
-        """(found, value) of a dotted config key; a section (e.g. `task`) as JSON text."""
+        """(found, value) of a dotted config key, hashable; a section (e.g. `task`) as JSON text."""
         if key in self.flat:
             return True, self.flat[key]
-        node: Any = self.config
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                return False, None
-            node = node[part]
-        return True, hashable(node)
+        found, value = dotted(self.config, key)
+        return found, hashable(value)
 
 
 def read_runs(paths: list[str | Path] | tuple[str | Path, ...]) -> list[RunRecord]:
@@ -243,6 +239,16 @@ def flatten(raw: dict, prefix: str = "") -> dict[str, Any]:
         else:
             leaves[f"{prefix}{key}"] = hashable(value)
     return leaves
+
+
+def dotted(config: Any, key: str) -> tuple[bool, Any]:
+    """(found, value) of a dotted key in a nested config: dotted(cfg, "model.layers") -> (True, 2)."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
 
 
 def hashable(value: Any) -> Any:

@@ -62,7 +62,7 @@ def json_object(c: Comparison) -> dict[str, Any]:
         "p_solved": s.p_solved, "prob_improvement": s.prob_improvement,
         "prob_improvement_ci95": s.prob_improvement_ci95, "seeds_needed": s.seeds_needed,
     } for s in c.steps]
-    return _finite({
+    return finite({
         "by": list(c.by),
         "metric": {"name": c.metric, "task": c.task, "higher_is_better": c.higher_is_better,
                    "baseline": c.baseline, "baselines": c.baselines, "solve_threshold": c.solve_threshold,
@@ -73,14 +73,14 @@ def json_object(c: Comparison) -> dict[str, Any]:
     })
 
 
-def _finite(obj: Any) -> Any:
+def finite(obj: Any) -> Any:
     """JSON has no NaN or Infinity: those become null; tuples become lists."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
+        return {k: finite(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
+        return [finite(v) for v in obj]
     return obj
 
 
