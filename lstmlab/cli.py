@@ -86,8 +86,16 @@ def train(
         bool, typer.Option("--restart", help="Start runs over instead of resuming or skipping them.",
                            rich_help_panel=RUN_PANEL)
     ] = False,
-    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs at a time, in separate processes.",
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help="Runs (or packs) at a time, in separate processes.",
                                       rich_help_panel=RUN_PANEL)] = 1,
+    pack: Annotated[
+        str, typer.Option("--pack", metavar="K|auto", rich_help_panel=RUN_PANEL,
+                          help="Train up to K runs of one architecture together, through one stacked kernel "
+                          "(runs that differ in seed, lr and other keys that change no shape). Packing changes "
+                          "no run's folder or numbers, only the time. auto: the size measured best on the "
+                          "device; 1: one run per process. Only scratch-lstm runs pack: lstm, gru and rnn "
+                          "runs use torch.nn's kernels and train one per process.")
+    ] = "auto",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT_PANEL)
     ] = False,
@@ -97,7 +105,9 @@ def train(
     Unfinished runs resume from their checkpoints; completed ones are skipped.
     """
     from lstmlab.config import load_config
+    from lstmlab.packing import parse_pack
 
+    pack_size = parse_pack(pack)
     cfg = load_config(config, set_ or [], sweep or [])
     console = _console()
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
@@ -118,7 +128,7 @@ def train(
 
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
-                             argv=sys.argv, log=lambda line: console.print(line, markup=False))
+                             pack=pack_size, argv=sys.argv, log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]

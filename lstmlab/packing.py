@@ -87,6 +87,21 @@ def pack_key(cfg: ExperimentConfig) -> str | None:
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
 
 
+def parse_pack(text: str) -> int | str:
+    """`--pack` as given: "auto", or a positive integer. UserError otherwise."""
+    from lstmlab.errors import UserError
+
+    if text == "auto":
+        return text
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if size < 1:
+        raise UserError(f"--pack: expected a positive integer or auto, got {text!r}")
+    return size
+
+
 def auto_pack_size(device_type: str) -> int:
     """The pack size `--pack auto` uses on a device type (see AUTO_PACK)."""
     return AUTO_PACK.get(device_type, AUTO_PACK["cpu"])

@@ -1,36 +1,51 @@
 """Run every point of a config's sweep, one run folder each; a failed run does not stop the others.
 
-With `jobs > 1` the runs go to that many worker processes, each with its share of the CPU threads and,
-where there are several GPUs, a GPU of its own. Every run is seeded by its own config, so the run folders
-and their metrics do not depend on `jobs` (on CPU the numbers are the same; only timings differ).
+Two steps, kept apart so that another executor can take the second one over:
+
+    plan_sweep(points, options, pack) -> Plan     which runs, resolved and named, grouped into units of work
+    execute(units, options, jobs)     -> outcomes, streamed unit by unit as each one ends
+
+A unit is a pack of runs that train together (lstmlab.packing: runs of one architecture that differ only
+in seeds and other keys that change no shape) or one run alone. `run_unit(unit, options)` trains one unit
+in the calling process and returns one Outcome per run; it is top-level and its arguments are plain data,
+so it can be shipped as it is to a worker process, a cluster task or a Ray task. Every run is seeded by
+its own config and writes its own folder, so the folders and their numbers depend neither on the packing
+nor on `jobs` (on CPU the numbers are the same to rounding; only timings differ).
+
+With `jobs > 1` the units go to that many worker processes, each with its share of the CPU threads and,
+where there are several GPUs, a GPU of its own.
 
 Points of the sweep that resolve to the same config (`model.layers=1,1`, `train.seed=0,0.0`) run once.
 A run that another process is training (its folder is locked) is skipped and listed as such.
 
 Ctrl-C and SIGTERM: each running run finishes its optimizer step, saves a checkpoint and marks itself
-`interrupted`; runs not yet started are not started. The same command again skips completed runs and
-resumes the rest. Workers die with their parent: if the parent is killed, each worker gets SIGTERM
-(a training one stops at its next step boundary with a checkpoint, an idle one exits).
+`interrupted`; units not yet started are not started. The same command again skips completed runs and
+resumes the rest (members regroup into packs by the step their checkpoints hold). Workers die with their
+parent: if the parent is killed, each worker gets SIGTERM (a training one stops at its next step boundary
+with a checkpoint, an idle one exits).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import multiprocessing
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lstmlab.config import ExperimentConfig
 from lstmlab.errors import ConfigError, UserError
-from lstmlab.runs import RunBusy, RunFolder, RunInterrupted
+from lstmlab.packing import Point, Unit
+from lstmlab.runs import RunFolder, RunInterrupted
 
 # What a sweep did with each run, in the order the listing shows them, with the listing's words.
 OUTCOMES = {
@@ -61,29 +76,144 @@ def run_sweep(
     restart: bool = False,
     quiet: bool = False,
     jobs: int = 1,
+    pack: int | str = "auto",
     argv: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Outcome]:
-    """Train every distinct point; log one line per run as it ends, then the listing by outcome."""
-    from lstmlab.tasks.datasets import generate
+    """Train every distinct point, `pack` runs at most to a pack (an int, or "auto"); log one line per run
+    as it ends, then the listing by outcome. Outcomes come back in the sweep's order."""
+    from lstmlab.progress import StudyProgress
 
-    swept = tuple(cfg.sweep)
     points = distinct_points(cfg, log)
     log(f"{cfg.experiment}: {len(points)} run(s) of task {cfg.task.name} -> {Path(runs_dir) / cfg.experiment}")
-    kwargs = dict(runs_dir=runs_dir, data_dir=data_dir, swept_keys=swept, restart=restart, quiet=quiet, argv=argv)
+    options = UnitOptions(Path(runs_dir), Path(data_dir), tuple(cfg.sweep), restart, quiet, argv)
     with sigterm_like_ctrl_c():
-        for task_cfg in {p.task.model_dump_json(): p.task for p in points}.values():
-            generate(task_cfg, data_dir, log=log)  # before any worker starts, so that no two generate the same data
-        if jobs <= 1 or len(points) <= 1:
-            outcomes = []
-            for point in points:
-                outcomes.append(_run_one(point, kwargs, log))
-                log(describe(outcomes[-1]))
-        else:
-            outcomes = _run_parallel(points, kwargs, min(jobs, len(points)), log)
-    for line in listing(outcomes):
+        generate_datasets(points, data_dir, log)  # before any worker starts, so that no two generate the same data
+        plan = plan_sweep(points, options, pack)
+        if len(plan.units) < sum(len(u) for u in plan.units):
+            log(describe_plan(plan))
+        outcomes = {o.name: o for o in plan.skipped}
+        for outcome in plan.skipped:
+            log(describe(outcome))
+        with StudyProgress(len(points), plan.steps, done_runs=len(plan.skipped), quiet=quiet) as progress:
+            for unit_outcomes in execute(plan.units, options, jobs, log, progress.steps):
+                for outcome in unit_outcomes:
+                    outcomes[outcome.name] = outcome
+                    log(describe(outcome))
+                progress.runs_done(len(unit_outcomes))
+    ordered = [outcomes[name] for name in plan.names if name in outcomes]
+    for line in listing(ordered):
         log(line)
-    return outcomes
+    return ordered
+
+
+# -- plan: which runs, resolved, named and packed ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitOptions:
+    """What every unit of a sweep is trained with (plain data: it travels with a unit to any executor)."""
+
+    runs_dir: Path
+    data_dir: Path
+    swept_keys: tuple[str, ...]
+    restart: bool = False
+    quiet: bool = False
+    argv: list[str] | None = None
+
+
+@dataclass
+class Plan:
+    names: list[str]  # every run, in the sweep's order
+    units: list[Unit]  # what is left to train, packed
+    skipped: list[Outcome]  # runs already completed
+    pack: int  # the most members a unit may hold
+
+    @property
+    def steps(self) -> int:
+        """Member steps left to train."""
+        return sum(p.cfg.train.steps - p.step for unit in self.units for p in unit.points)
+
+
+def plan_sweep(points: list[ExperimentConfig], options: UnitOptions, pack: int | str) -> Plan:
+    """Resolve each point (its hidden size follows from its dataset), name it, look at its folder: a completed
+    run is skipped, an unfinished one resumes from its checkpoint's step; then pack what is left."""
+    from lstmlab.models.sequence import resolve_hidden_size
+    from lstmlab.packing import Point, auto_pack_size, plan
+    from lstmlab.train import pick_device, run_name
+
+    specs: dict[str, Any] = {}
+    names, todo, skipped = [], [], []
+    for point in points:
+        key = point.task.model_dump_json()
+        if key not in specs:
+            specs[key] = dataset_spec(point.task, options.data_dir)
+        resolved = point.model_copy(update={"model": resolve_hidden_size(point.model, specs[key])})
+        name = run_name(resolved, options.swept_keys)
+        names.append(name)
+        run = RunFolder(options.runs_dir / resolved.experiment / name)
+        status, step = ("new", 0) if options.restart else folder_state(run, resolved)
+        if status == "completed":
+            skipped.append(Outcome(name, run.path, "skipped", ""))
+        else:
+            todo.append(Point(resolved, name, step))
+    if pack == "auto":
+        pack = auto_pack_size(pick_device(points[0].train.device).type) if points else 1
+    return Plan(names, plan(todo, int(pack)), skipped, int(pack))
+
+
+def dataset_spec(task_cfg, data_dir: Path):
+    """A generated dataset's TaskSpec, from its meta.json alone."""
+    import json
+
+    from lstmlab.tasks import make_task
+    from lstmlab.tasks.datasets import dataset_dir
+
+    meta = json.loads((dataset_dir(task_cfg, data_dir) / "meta.json").read_text())
+    return make_task(task_cfg).spec(meta["info"])
+
+
+def folder_state(run: RunFolder, cfg: ExperimentConfig) -> tuple[str, int]:
+    """("completed", step) for a completed run of this config, else ("resume", its checkpoint's step) or
+    ("new", 0). Anything unreadable counts as new here: training the run says what is wrong with it."""
+    try:
+        if not run.exists() or run.config() != cfg.model_dump(mode="json"):
+            return "new", 0
+        if run.status() == "completed":
+            return "completed", cfg.train.steps
+        if run.has_checkpoint():
+            return "resume", int(run.load_checkpoint()["step"])
+    except Exception:  # noqa: BLE001 (the run's own training reports it properly)
+        pass
+    return "new", 0
+
+
+def describe_plan(plan: Plan) -> str:
+    sizes = sorted({len(u) for u in plan.units}, reverse=True)
+    runs = sum(len(u) for u in plan.units)
+    return (f"{runs} run(s) to train in {len(plan.units)} unit(s) of {'/'.join(map(str, sizes))} "
+            f"(--pack {plan.pack}: runs of one architecture train together)")
+
+
+def generate_datasets(points: list[ExperimentConfig], data_dir: str | Path, log: Callable[[str], None]) -> None:
+    from lstmlab.tasks.datasets import generate
+
+    for task_cfg in {p.task.model_dump_json(): p.task for p in points}.values():
+        generate(task_cfg, data_dir, log=log)
+
+
+# -- execute: units, here or in worker processes; outcomes as each unit ends -----------------------------
+
+
+def execute(units: list[Unit], options: UnitOptions, jobs: int, log: Callable[[str], None],
+            on_steps: Callable[[int], None] | None = None) -> Iterator[list[Outcome]]:
+    """Train the units one after another here (jobs 1) or in `jobs` worker processes; yield each unit's
+    outcomes as it ends. on_steps(n): n more member steps trained (for the study's progress)."""
+    if jobs <= 1 or len(units) <= 1:
+        for unit in units:
+            yield run_unit(unit, options, log=log, on_steps=on_steps)
+    else:
+        yield from _run_parallel(units, options, min(jobs, len(units)), log, on_steps)
 
 
 def distinct_points(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list[ExperimentConfig]:
@@ -160,64 +290,61 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
-def _run_parallel(points: list[ExperimentConfig], kwargs: dict, jobs: int, log: Callable[[str], None]) -> list[Outcome]:
+def _run_parallel(units: list[Unit], options: UnitOptions, jobs: int, log: Callable[[str], None],
+                  on_steps: Callable[[int], None] | None) -> Iterator[list[Outcome]]:
     import torch
 
     threads = max(1, cpu_count() // jobs)
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    log(f"running {len(points)} runs, {jobs} at a time ({threads} CPU thread(s) each)")
+    runs = sum(len(u) for u in units)
+    log(f"running {runs} runs, {jobs} at a time ({threads} CPU thread(s) each)" if runs == len(units) else
+        f"running {len(units)} packs of {runs} runs, {jobs} at a time ({threads} CPU thread(s) each)")
     context = multiprocessing.get_context("spawn")  # a fresh interpreter: no torch threads or CUDA state inherited
-    counter, stop = context.Value("i", 0), context.Event()
-    outcomes: dict[int, Outcome] = {}
-    lost: list[int] = []  # runs whose worker died: their folders say what happened once the pool is down
+    counter, stop, steps = context.Value("i", 0), context.Event(), context.Value("q", 0)
+    lost: list[Unit] = []  # units whose worker died: their folders say what happened once the pool is down
     pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker,
-                               initargs=(os.getpid(), counter, stop, threads, gpus))
-    futures: dict[Future, int] = {}
+                               initargs=(os.getpid(), counter, stop, steps, threads, gpus))
+    futures: dict[Future, Unit] = {}
+    quiet = dataclasses.replace(options, quiet=True)
     try:
-        futures = {pool.submit(_run_one, point, {**kwargs, "quiet": True}, None): i for i, point in enumerate(points)}
-        for future in as_completed(futures):
-            i = futures[future]
-            try:
-                outcomes[i] = future.result()
-            except KeyboardInterrupt:  # this worker alone was interrupted: its run is checkpointed, the sweep goes on
-                outcomes[i] = Outcome(_name(points[i], kwargs), None, "interrupted",
-                                      "checkpoint saved; run the same command again to resume")
-            except BrokenProcessPool:
-                lost.append(i)
-                continue
-            log(describe(outcomes[i]))
+        futures = {pool.submit(run_unit, unit, quiet): unit for unit in units}
+        pending, reported = set(futures), 0
+        while pending:
+            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if on_steps is not None and steps.value > reported:
+                on_steps(steps.value - reported)
+                reported = steps.value
+            for future in done:
+                unit = futures[future]
+                try:
+                    yield future.result()
+                except KeyboardInterrupt:  # this worker alone was interrupted: its runs are checkpointed
+                    yield [_outcome_from_folder(p, options) for p in unit.points]
+                except BrokenProcessPool:
+                    lost.append(unit)
     except KeyboardInterrupt as e:
-        stop.set()  # a run already handed to a worker's queue (the executor queues ahead) will not start
+        stop.set()  # a unit already handed to a worker's queue (the executor queues ahead) will not start
         _stop(pool, futures, getattr(e, "signal", "SIGINT"))
         raise
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)  # joins every worker: those stopped with the pool have saved their runs by now
-    for i in lost:
-        outcomes[i] = _outcome_from_folder(points[i], kwargs)
-        log(describe(outcomes[i]))
-    return [outcomes[i] for i in range(len(points))]
+    for unit in lost:
+        yield [_outcome_from_folder(p, options) for p in unit.points]
 
 
-def _name(point: ExperimentConfig, kwargs: dict) -> str:
-    from lstmlab.train import run_name
-
-    return run_name(point, kwargs["swept_keys"])
-
-
-def _outcome_from_folder(point: ExperimentConfig, kwargs: dict) -> Outcome:
-    """The outcome of a run whose worker process died, read from its run folder."""
-    name = _name(point, kwargs)
-    run = RunFolder(Path(kwargs["runs_dir"]) / point.experiment / name)
+def _outcome_from_folder(point: Point, options: UnitOptions) -> Outcome:
+    """The outcome of a run whose worker process died or was stopped, read from its run folder."""
+    run = RunFolder(options.runs_dir / point.cfg.experiment / point.name)
     summary = run.summary() if run.exists() else None
     status = summary.get("status") if isinstance(summary, dict) else None
     if status == "completed":
-        return Outcome(name, run.path, "completed", "")
+        return Outcome(point.name, run.path, "completed", "")
     if status == "interrupted":
-        return Outcome(name, run.path, "interrupted",
+        return Outcome(point.name, run.path, "interrupted",
                        f"its worker was stopped by {summary.get('signal') or 'a signal'}; checkpoint saved")
-    return Outcome(name, run.path if summary else None, "failed",
+    return Outcome(point.name, run.path if summary else None, "failed",
                    "its worker process died (killed, or out of memory?)")
 
 
@@ -243,14 +370,15 @@ def _stop(pool: ProcessPoolExecutor, futures: dict[Future, int], signal_name: st
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-_STOP = None  # in a worker: the parent's event that says "start no more runs"
+_STOP = None  # in a worker: the parent's event that says "start no more units"
+_STEPS = None  # in a worker: the parent's count of member steps trained (the study's progress)
 
 
-def _init_worker(parent_pid: int, counter, stop, threads: int, gpus: int) -> None:
-    global _STOP
-    _STOP = stop
-    # Between runs a worker ignores Ctrl-C (the parent decides what happens next) and ends on SIGTERM; during
-    # a run, train() handles both: it stops at the next step boundary with a checkpoint.
+def _init_worker(parent_pid: int, counter, stop, steps, threads: int, gpus: int) -> None:
+    global _STOP, _STEPS
+    _STOP, _STEPS = stop, steps
+    # Between units a worker ignores Ctrl-C (the parent decides what happens next) and ends on SIGTERM; during
+    # a unit, train_pack() handles both: it stops at the next step boundary with a checkpoint.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent_pid)
@@ -262,6 +390,11 @@ def _init_worker(parent_pid: int, counter, stop, threads: int, gpus: int) -> Non
     import torch
 
     torch.set_num_threads(threads)
+
+
+def _count_steps(n: int) -> None:
+    with _STEPS.get_lock():
+        _STEPS.value += n
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -284,30 +417,44 @@ def _watch_parent(parent_pid: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _run_one(point: ExperimentConfig, kwargs: dict, log: Callable[[str], None] | None) -> Outcome:
-    from lstmlab.train import RunFailed, RunInterrupted, train
+def run_unit(unit: Unit, options: UnitOptions, *, log: Callable[[str], None] | None = None,
+             on_steps: Callable[[int], None] | None = None) -> list[Outcome]:
+    """Train one unit in this process; one Outcome per run, in the unit's order.
 
-    name = _name(point, kwargs)
+    Top-level, and `unit` and `options` are plain data: an executor ships both to wherever the unit runs
+    (a worker process here; a cluster or Ray task elsewhere) and calls this there. A run that fails, that
+    another process is training, or whose folder holds another run has its Outcome; the others go on.
+    Raises RunInterrupted on SIGINT or SIGTERM (every run of the unit has saved its checkpoint by then).
+    """
+    from lstmlab.train import train_pack
+
     if _STOP is not None and _STOP.is_set():
-        return Outcome(name, None, "interrupted", "not started: the sweep was interrupted")
+        return [Outcome(p.name, None, "interrupted", "not started: the sweep was interrupted") for p in unit.points]
+    if on_steps is None and _STEPS is not None:
+        on_steps = _count_steps
     try:
-        result = train(point, log=log or (lambda _: None), **kwargs)
-    except RunBusy as e:
-        return Outcome(name, e.path, "busy", str(e))
-    except UserError as e:  # this run's folder or data is not right; the sweep goes on
-        return Outcome(name, None, "refused", str(e))
-    except RunFailed as e:  # the run's summary says why; the sweep goes on
-        return Outcome(name, e.path, "failed", str(e))
+        results = train_pack([p.cfg for p in unit.points], runs_dir=options.runs_dir, data_dir=options.data_dir,
+                             swept_keys=options.swept_keys, restart=options.restart, quiet=options.quiet,
+                             argv=options.argv, log=log or (lambda _: None), on_steps=on_steps)
+    except UserError as e:  # what all the runs share (data, device, backend) is not right; the sweep goes on
+        return [Outcome(p.name, None, "refused", str(e)) for p in unit.points]
     except RunInterrupted as e:
         if _STOP is not None and e.signal == "SIGTERM":  # a worker told to end (its parent died, the job ends)
-            signal.raise_signal(signal.SIGTERM)  # its run is saved; the parent, if alive, reads the folder
+            signal.raise_signal(signal.SIGTERM)  # its runs are saved; the parent, if alive, reads the folders
         raise
-    if result.status == "skipped":
-        return Outcome(name, result.path, "skipped", "")
-    summary = result.summary
+    return [outcome_of(result) for result in results]
+
+
+def outcome_of(result) -> Outcome:
+    """A RunResult as the sweep reports it."""
+    if result.status in ("busy", "refused"):
+        return Outcome(result.name, result.path, result.status, str(result.error))
+    if result.status == "failed":
+        return Outcome(result.name, result.path, "failed", result.summary.get("error", str(result.error)))
     detail = ""
-    if isinstance(summary.get("test_metric"), (int, float)):
+    summary = result.summary
+    if result.status == "completed" and isinstance(summary.get("test_metric"), (int, float)):
         detail = f"test {summary.get('metric', 'metric')} {summary['test_metric']:.4g}"
         if isinstance(summary.get("wall_s"), (int, float)):
             detail += f" in {summary['wall_s']:.1f} s"
-    return Outcome(name, result.path, result.status, detail)
+    return Outcome(result.name, result.path, result.status, detail)

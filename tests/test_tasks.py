@@ -32,9 +32,9 @@ def as_batch(split: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     return {k: torch.from_numpy(v) for k, v in split.items()}
 
 
-def mean_of(scores: dict[str, tuple[float, float]], key: str) -> float:
-    total, n = scores[key]
-    return total / n
+def mean_of(scores: dict[str, tuple], key: str) -> float:
+    total, n = scores[key]  # numbers or device scalars
+    return float(total) / float(n)
 
 
 # -- every task ------------------------------------------------------------------------------------

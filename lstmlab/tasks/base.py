@@ -90,26 +90,26 @@ class Task(ABC):
     # -- scoring (tensors) --------------------------------------------------------------------------
     def loss(self, output, batch):
         """Mean training loss of one batch (a scalar tensor)."""
-        import torch
         import torch.nn.functional as F
 
         target = batch["targets"]
-        out = output if output.dtype == torch.float64 else output.float()  # bf16/fp16 up to fp32; fp64 stays
+        out = widen(output)
         if self.loss_kind == "mse":
             return F.mse_loss(out, target.to(out.dtype))
         return F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1))
 
-    def score(self, output, batch) -> dict[str, tuple[float, float]]:
+    def score(self, output, batch) -> dict[str, tuple[Any, Any]]:
         """Sums and counts of each metric over one batch, so that evaluation over many batches is exact.
 
-        Always includes "loss"; includes `self.metric`.
+        Always includes "loss"; includes `self.metric`. A sum or count may be a device scalar (a tensor):
+        training adds them up on the device and reads them once per evaluation.
         """
         import torch.nn.functional as F
 
         target = batch["targets"]
-        out = output.float()
+        out = widen(output)
         if self.loss_kind == "mse":
-            total = F.mse_loss(out, target.float(), reduction="sum").item()
+            total = F.mse_loss(out, target.to(out.dtype), reduction="sum")
             n = target.numel()
             scores = {"loss": (total, n)}
             if self.metric == "mse":
@@ -117,7 +117,14 @@ class Task(ABC):
             return scores
         logits = out.reshape(-1, out.shape[-1])
         flat = target.reshape(-1)
-        total = F.cross_entropy(logits, flat, reduction="sum").item()
-        correct = (logits.argmax(-1) == flat).sum().item()
+        total = F.cross_entropy(logits, flat, reduction="sum")
+        correct = (logits.argmax(-1) == flat).sum()
         n = flat.numel()
         return {"loss": (total, n), "accuracy": (correct, n)}
+
+
+def widen(tensor):
+    """Losses and scores in float32 at least: a bfloat16 or float16 output is widened, a float64 one kept."""
+    import torch
+
+    return tensor if tensor.dtype == torch.float64 else tensor.float()

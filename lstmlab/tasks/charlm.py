@@ -171,7 +171,7 @@ class CharLMTask(Task):
     def solve_threshold(self, baselines: dict[str, float]) -> float:
         return 0.5 * baselines["unigram"]
 
-    def score(self, output, batch) -> dict[str, tuple[float, float]]:
+    def score(self, output, batch) -> dict[str, tuple[Any, Any]]:
         scores = super().score(output, batch)
         total, n = scores["loss"]
         scores["bpc"] = (total / math.log(2), n)

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from lstmlab.tasks.base import Splits, Task, TaskConfig, TaskSpec
+from lstmlab.tasks.base import Splits, Task, TaskConfig, TaskSpec, widen
 
 
 class CopyConfig(TaskConfig):
@@ -77,15 +77,15 @@ class CopyTask(Task):
     def solve_threshold(self, baselines: dict[str, float]) -> float:
         return 0.01 * baselines["trivial"]
 
-    def score(self, output, batch) -> dict[str, tuple[float, float]]:
+    def score(self, output, batch) -> dict[str, tuple[Any, Any]]:
         import torch.nn.functional as F
 
         K = self.cfg.n_symbols
-        out = output.float()  # (B, T + 2K, C)
+        out = widen(output)  # (B, T + 2K, C)
         target = batch["targets"]  # (B, T + 2K)
-        total = F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="sum").item()
+        total = F.cross_entropy(out.reshape(-1, out.shape[-1]), target.reshape(-1), reduction="sum")
         n = target.numel()
-        recalled = (out[:, -K:].argmax(-1) == target[:, -K:]).sum().item()
+        recalled = (out[:, -K:].argmax(-1) == target[:, -K:]).sum()
         return {
             "loss": (total, n),
             "cross_entropy": (total, n),

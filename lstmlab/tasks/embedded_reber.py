@@ -35,7 +35,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from lstmlab.tasks.base import Splits, Task, TaskConfig, TaskSpec
+from lstmlab.tasks.base import Splits, Task, TaskConfig, TaskSpec, widen
 
 SYMBOLS = ("<pad>", "B", "T", "P", "S", "X", "V", "E")
 PAD = 0
@@ -165,26 +165,26 @@ class EmbeddedReberTask(Task):
         import torch.nn.functional as F
 
         mask = batch["mask"].bool()
-        return F.cross_entropy(output.float()[mask], batch["targets"][mask])
+        return F.cross_entropy(widen(output)[mask], batch["targets"][mask])
 
-    def score(self, output, batch) -> dict[str, tuple[float, float]]:
+    def score(self, output, batch) -> dict[str, tuple[Any, Any]]:
         import torch
         import torch.nn.functional as F
 
-        out = output.float()  # (B, T, C)
+        out = widen(output)  # (B, T, C)
         target, mask, legal = batch["targets"], batch["mask"].bool(), batch["legal"].bool()
         rows = torch.arange(out.shape[0], device=out.device)
-        total = F.cross_entropy(out[mask], target[mask], reduction="sum").item()
+        total = F.cross_entropy(out[mask], target[mask], reduction="sum")
         tp_pos = batch["tp_pos"].long()
-        tp_right = (out[rows, tp_pos].argmax(-1) == target[rows, tp_pos]).sum().item()
+        tp_right = (out[rows, tp_pos].argmax(-1) == target[rows, tp_pos]).sum()
         # the k most likely symbols are the k legal ones  <=>  every legal logit beats every illegal one
         lowest_legal = out.masked_fill(~legal, float("inf")).amin(-1)  # (B, T)
         highest_illegal = out.masked_fill(legal, float("-inf")).amax(-1)  # (B, T)
         step_right = (lowest_legal > highest_illegal) | ~mask
-        strings_right = step_right.all(-1).sum().item()
+        strings_right = step_right.all(-1).sum()
         n = out.shape[0]
         return {
-            "loss": (total, mask.sum().item()),
+            "loss": (total, mask.sum()),
             "tp_accuracy": (tp_right, n),
             "strings_correct": (strings_right, n),
         }

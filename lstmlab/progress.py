@@ -1,0 +1,61 @@
+"""Progress on a terminal: a bar per pack (its steps) and one for the whole study (runs done of N, time left).
+
+Both are tqdm bars on stderr, drawn only where stderr is a terminal and the command is not --quiet.
+The study's time left is counted in member steps, the unit of work whatever the packing: every run still
+to train has `train.steps` minus its checkpoint's step to go, a pack of K members takes K of them per
+step, and the rate so far says how long the rest will take.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import IO
+
+
+def visible(quiet: bool, file: IO | None = None) -> bool:
+    return not quiet and (file or sys.stderr).isatty()
+
+
+class StudyProgress:
+    """The study's bar: `study: 12/30 runs  40%|████      | [01:02<01:33]`.
+
+    runs:       runs in the study (completed ones included)
+    steps:      member steps still to train
+    done_runs:  runs already complete when the study starts
+    """
+
+    def __init__(self, runs: int, steps: int, *, done_runs: int = 0, quiet: bool = False, file: IO | None = None):
+        from tqdm import tqdm
+
+        self.runs, self.done = runs, done_runs
+        self.bar = tqdm(total=max(steps, 1), desc=self._label(), unit="step", file=file or sys.stderr,
+                        disable=not visible(quiet, file), dynamic_ncols=True, position=0, leave=False,
+                        bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+
+    def _label(self) -> str:
+        return f"study: {self.done}/{self.runs} runs"
+
+    def steps(self, n: int) -> None:
+        """`n` more member steps trained."""
+        self.bar.update(n)
+
+    def runs_done(self, n: int = 1) -> None:
+        self.done += n
+        self.bar.set_description_str(self._label(), refresh=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+    def __enter__(self) -> StudyProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pack_progress(total: int, initial: int, desc: str, quiet: bool):
+    """A pack's bar: its steps (every member takes each step), below the study's bar when there is one."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="step", dynamic_ncols=True, leave=False,
+                disable=not visible(quiet))
