@@ -145,11 +145,12 @@ inline void cell_backward(scalar_t* __restrict ai, scalar_t* __restrict af, scal
 // ---------------------------------------------------------------------------------------------------------------------
 // The step GEMM: R rows × NV vectors of accumulators held in registers.
 
-// acc[r][v] += Σ_q a[r·lda + q] · panel[q][v]      a: R rows of `depth` values; panel: depth rows of NV vectors.
-// R·NV ≤ 16 accumulators leave registers for the NV panel vectors and the broadcast on AVX-512 (32 registers).
+// acc[r][v] += Σ_q a[r·lda + q·ldq] · panel[q·ldp + v·L ...]: R rows of `depth` values (a row's values ldq apart) against
+// `depth` panel rows of NV vectors (rows ldp apart). R·NV ≤ 16 accumulators leave registers for the NV panel
+// vectors and the broadcast on AVX-512 (32 registers).
 template <typename scalar_t, int R, int NV>
-inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t depth, const scalar_t* __restrict panel,
-                       Vec<scalar_t> (&acc)[R][NV]) {
+inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t ldq, int64_t depth,
+                       const scalar_t* __restrict panel, int64_t ldp, Vec<scalar_t> (&acc)[R][NV]) {
   constexpr int64_t L = Simd<scalar_t>::lanes;
   Vec<scalar_t> sum[R][NV];  // local copies: the compiler keeps them in registers across the loop
 #pragma GCC unroll 8
@@ -159,10 +160,10 @@ inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t depth,
   for (int64_t q = 0; q < depth; ++q) {
     Vec<scalar_t> w[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + (q * NV + v) * L, sizeof(Vec<scalar_t>));
+    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + q * ldp + v * L, sizeof(Vec<scalar_t>));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
-      const scalar_t s = a[r * lda + q];
+      const scalar_t s = a[r * lda + q * ldq];
 #pragma GCC unroll 8
       for (int v = 0; v < NV; ++v) sum[r][v] += s * w[v];
     }
@@ -286,8 +287,9 @@ struct Forward {
         for (int r = 0; r < R; ++r) acc[r][g] = b0;
       }
       const scalar_t* x_t = x + ((k * steps + t) * batch + b) * inputs;
-      gemm_block<scalar_t, R, 4>(x_t, inputs, inputs, w_ih + (k * tiles + tile) * inputs * 4 * L, acc);
-      gemm_block<scalar_t, R, 4>(h_prev(k, t, b), hidden, hidden, w_hh + (k * tiles + tile) * hidden * 4 * L, acc);
+      gemm_block<scalar_t, R, 4>(x_t, inputs, 1, inputs, w_ih + (k * tiles + tile) * inputs * 4 * L, 4 * L, acc);
+      gemm_block<scalar_t, R, 4>(h_prev(k, t, b), hidden, 1, hidden, w_hh + (k * tiles + tile) * hidden * 4 * L, 4 * L,
+                                 acc);
     } else {
       for (int r = 0; r < R; ++r)
         for (int g = 0; g < 4; ++g) acc[r][g] = load_lanes(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
@@ -325,7 +327,19 @@ struct Forward {
 };
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Backward: pointers and sizes of one call, the cell on one register block, and the step GEMMs on one.
+// Backward: pointers and sizes of one call; the cell, the step products and the weight-gradient sums on one
+// register block. `da` below points at the rows' dL/da_t (4H values a row): a unit's scratch (sequences
+// schedule) or step t of the dgates tensor (steps schedule).
+
+// One unit's running sums of the weight gradients, columns padded to whole vectors:
+// dW_ih (4H, ⌈I/L⌉·L), dW_hh (4H, ⌈H/L⌉·L), db (4H).
+template <typename scalar_t>
+struct WeightGrads {
+  scalar_t* w_ih;
+  scalar_t* w_hh;
+  scalar_t* bias;
+  scalar_t* z;  // scratch: rows × max(⌈I/L⌉, ⌈H/L⌉)·L, for x_t or h_{t-1} padded to whole vectors
+};
 
 template <typename scalar_t>
 struct Backward {
@@ -333,20 +347,26 @@ struct Backward {
   const scalar_t* cs;
   const scalar_t* c0;
   const scalar_t* dy;    // or null: no gradient reaches y
+  const scalar_t* x;     // for dW_ih
+  const scalar_t* h0;    // for dW_hh at t = 0
+  const scalar_t* y;     // for dW_hh: h_{t-1} = y[t-1]
   const scalar_t* w_ih;  // pack_columns(W_ih), or null: dx is not wanted (or the caller computes it)
   const scalar_t* w_hh;  // pack_columns(W_hh), or null: the caller computes dh_{t-1} (steps schedule)
   scalar_t* dh;          // (K, B, H): dL/dh_t through step t+1 (without dy_t), then dL/dh_{t-1}
   scalar_t* dc;          // (K, B, H): dL/dc_t through step t+1, then dL/dc_{t-1}
-  scalar_t* dgates;
   scalar_t* dx;          // (K, T, B, I) when w_ih is set
   int64_t steps, batch, inputs, hidden, tiles;
 
   int64_t state(int64_t k, int64_t t, int64_t b) const { return ((k * steps + t) * batch + b) * hidden; }
   int64_t carried(int64_t k, int64_t b) const { return (k * batch + b) * hidden; }
+  const scalar_t* x_row(int64_t k, int64_t t, int64_t b) const { return x + ((k * steps + t) * batch + b) * inputs; }
+  const scalar_t* h_prev(int64_t k, int64_t t, int64_t b) const {
+    return t == 0 ? h0 + carried(k, b) : y + state(k, t - 1, b);
+  }
 
-  // The cell's backward on rows b..b+R-1 of member k, step t, hidden units of `tile`.
+  // The cell's backward on rows b..b+R-1 of member k, step t, hidden units of `tile`; writes their dL/da_t to `da`.
   template <int R>
-  void cell_block(int64_t k, int64_t t, int64_t b, int64_t tile) const {
+  void cell_block(int64_t k, int64_t t, int64_t b, int64_t tile, scalar_t* da) const {
     constexpr int64_t L = Simd<scalar_t>::lanes;
     constexpr size_t kVec = sizeof(Vec<scalar_t>);
     const int64_t j0 = tile * L, width = std::min(L, hidden - j0);
@@ -373,23 +393,32 @@ struct Backward {
       Vec<scalar_t> v;
       for (int g = 0; g < 4; ++g) {
         std::memcpy(&v, a[g] + r * L, kVec);
-        store_lanes(dgates + 4 * state(k, t, b + r) + g * hidden + j0, v, width);
+        store_lanes(da + r * 4 * hidden + g * hidden + j0, v, width);
       }
       std::memcpy(&v, dc_t + r * L, kVec);
       store_lanes(dc + carried(k, b + r) + j0, v, width);
     }
   }
 
-  // out[b + r][tiles first.. first+NV) = da_t[b + r] · W for a W packed by pack_columns (`cols` columns).
+  // The cells of rows [b0, b1) of member k at step t (every tile); da: row b0's dL/da_t, rows 4H apart.
+  void cell_rows(int64_t k, int64_t t, int64_t b0, int64_t b1, scalar_t* da) const {
+    for (int64_t b = b0; b < b1; b += kRows)
+      for (int64_t tile = 0; tile < tiles; ++tile)
+        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+          this->template cell_block<decltype(rows)::value>(k, t, b, tile, da + (b - b0) * 4 * hidden);
+        });
+  }
+
+  // out[r] = da[r] · W on R rows, the NV column tiles from `first`, for a W packed by pack_columns.
   template <int R, int NV>
-  void product_block(int64_t k, int64_t t, int64_t b, int64_t first, const scalar_t* w, int64_t cols,
+  void product_block(const scalar_t* da, int64_t member, int64_t first, const scalar_t* w, int64_t cols,
                      scalar_t* out, int64_t out_stride) const {
     constexpr int64_t L = Simd<scalar_t>::lanes;
     Vec<scalar_t> acc[R][NV];
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) acc[r][v] = Vec<scalar_t>{};
-    gemm_block<scalar_t, R, NV>(dgates + 4 * state(k, t, b), 4 * hidden, 4 * hidden,
-                                w + (k * tiles_of(cols, L) + first) * 4 * hidden * L, acc);
+    gemm_block<scalar_t, R, NV>(da, 4 * hidden, 1, 4 * hidden,
+                                w + (member * tiles_of(cols, L) + first) * 4 * hidden * L, NV * L, acc);
     for (int r = 0; r < R; ++r)
       for (int v = 0; v < NV; ++v) {
         const int64_t j0 = (first + v) * L;
@@ -397,38 +426,66 @@ struct Backward {
       }
   }
 
-  // The cells of rows [b0, b1) of member k at step t (every tile).
-  void cell_rows(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
-    for (int64_t b = b0; b < b1; b += kRows)
-      for (int64_t tile = 0; tile < tiles; ++tile)
-        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
-          this->template cell_block<decltype(rows)::value>(k, t, b, tile);
-        });
-  }
-
-  // out[b] = da_t[b] · W for rows [b0, b1) of member k, after their cells; out(b) points at row b's output.
-  template <typename Out>
-  void product_rows(int64_t k, int64_t t, int64_t b0, int64_t b1, const scalar_t* w, int64_t cols,
-                    int64_t out_stride, const Out& out) const {
+  // out(b) = da[b] · W for `rows` rows of member k; out is row 0's output, rows out_stride apart.
+  void product_rows(const scalar_t* da, int64_t rows, int64_t k, const scalar_t* w, int64_t cols, scalar_t* out,
+                    int64_t out_stride) const {
     const int64_t col_tiles = tiles_of(cols, Simd<scalar_t>::lanes);
     for (int64_t first = 0; first < col_tiles; first += kGroup)  // a group's panel stays in L1 across row blocks
-      for (int64_t b = b0; b < b1; b += kRows)
-        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+      for (int64_t b = 0; b < rows; b += kRows)
+        with_count(std::min<int64_t>(kRows, rows - b), [&](auto r) {
           with_count(std::min<int64_t>(kGroup, col_tiles - first), [&](auto nv) {
-            this->template product_block<decltype(rows)::value, decltype(nv)::value>(k, t, b, first, w, cols,
-                                                                                      out(b), out_stride);
+            this->template product_block<decltype(r)::value, decltype(nv)::value>(
+                da + b * 4 * hidden, k, first, w, cols, out + b * out_stride, out_stride);
           });
         });
   }
 
-  // One step of rows [b0, b1) of member k in the sequences schedule.
-  void step(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
-    cell_rows(k, t, b0, b1);
-    // dh_{t-1} = da_t · W_hh
-    product_rows(k, t, b0, b1, w_hh, hidden, hidden, [&](int64_t b) { return dh + carried(k, b); });
-    if (w_ih)  // dx_t = da_t · W_ih
-      product_rows(k, t, b0, b1, w_ih, inputs, inputs,
-                   [&](int64_t b) { return dx + ((k * steps + t) * batch + b) * inputs; });
+  // dw[q0 + r][tiles first.. first+NV) += Σ_b da[b][q0 + r] · z[b]: R rows of a weight gradient (column q0 + r of
+  // da, whose rows are 4H apart) against `rows` rows of z, padded to whole vectors (z_stride values a row, as dw).
+  template <int R, int NV>
+  void outer_block(const scalar_t* da, int64_t rows, int64_t q0, const scalar_t* z, int64_t z_stride, int64_t first,
+                   scalar_t* dw) const {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    Vec<scalar_t> acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) std::memcpy(&acc[r][v], dw + (q0 + r) * z_stride + (first + v) * L, sizeof acc[r][v]);
+    gemm_block<scalar_t, R, NV>(da + q0, 1, 4 * hidden, rows, z + first * L, z_stride, acc);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) std::memcpy(dw + (q0 + r) * z_stride + (first + v) * L, &acc[r][v], sizeof acc[r][v]);
+  }
+
+  // dW += da_tᵀ · z_t over `rows` rows of z (`cols` values a row, src_stride apart), copied first into `padded`
+  // (rows × ⌈cols/L⌉·L, zeros past cols) so that the loop loads whole vectors; dw has the padded width.
+  void outer_rows(const scalar_t* da, int64_t rows, const scalar_t* src, int64_t cols, scalar_t* padded,
+                  scalar_t* dw) const {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    const int64_t col_tiles = tiles_of(cols, L), z_stride = col_tiles * L;
+    for (int64_t b = 0; b < rows; ++b) {
+      std::memcpy(padded + b * z_stride, src + b * cols, cols * sizeof(scalar_t));
+      std::fill(padded + b * z_stride + cols, padded + (b + 1) * z_stride, scalar_t(0));
+    }
+    for (int64_t first = 0; first < col_tiles; first += kGroup)
+      for (int64_t q0 = 0; q0 < 4 * hidden; q0 += kRows)  // 4H is a multiple of kRows
+        with_count(std::min<int64_t>(kGroup, col_tiles - first), [&](auto nv) {
+          this->template outer_block<kRows, decltype(nv)::value>(da, rows, q0, padded, z_stride, first, dw);
+        });
+  }
+
+  // One step of rows [b0, b1) of member k in the sequences schedule; da: the unit's scratch (b1 - b0 rows of 4H);
+  // sums: the unit's weight gradients (null members: not wanted).
+  void step(int64_t k, int64_t t, int64_t b0, int64_t b1, scalar_t* da, const WeightGrads<scalar_t>& sums) const {
+    const int64_t rows = b1 - b0;
+    cell_rows(k, t, b0, b1, da);
+    product_rows(da, rows, k, w_hh, hidden, dh + carried(k, b0), hidden);  // dh_{t-1} = da_t · W_hh
+    if (w_ih) product_rows(da, rows, k, w_ih, inputs, dx + ((k * steps + t) * batch + b0) * inputs, inputs);
+    //                                                                      ^ dx_t = da_t · W_ih
+    if (sums.w_ih) {
+      outer_rows(da, rows, x_row(k, t, b0), inputs, sums.z, sums.w_ih);   // dW_ih += da_tᵀ · x_t
+      outer_rows(da, rows, h_prev(k, t, b0), hidden, sums.z, sums.w_hh);  // dW_hh += da_tᵀ · h_{t-1}
+      for (int64_t b = 0; b < rows; ++b)                               // db += Σ_b da_t
+#pragma omp simd
+        for (int64_t q = 0; q < 4 * hidden; ++q) sums.bias[q] += da[b * 4 * hidden + q];
+    }
   }
 };
 
@@ -450,14 +507,13 @@ Units split_units(int64_t members, int64_t batch) {
   return Units{members, (batch + rows - 1) / rows, rows};
 }
 
-// Calls fn(k, b0, b1) for every unit, each unit on one thread for its whole time loop.
+// Calls fn(u, k, b0, b1) for every unit u (member k, rows [b0, b1)), each unit on one thread for its whole time loop.
 template <typename Fn>
-void for_each_unit(int64_t members, int64_t batch, const Fn& fn) {
-  const Units units = split_units(members, batch);
+void for_each_unit(const Units& units, int64_t batch, const Fn& fn) {
   at::parallel_for(0, units.count(), 1, [&](int64_t begin, int64_t end) {
     for (int64_t u = begin; u < end; ++u) {
       const int64_t k = u / units.slices, b0 = (u % units.slices) * units.rows;
-      fn(k, b0, std::min(batch, b0 + units.rows));
+      fn(u, k, b0, std::min(batch, b0 + units.rows));
     }
   });
 }
@@ -533,7 +589,7 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor
                               ptr(packed_ih), ptr(packed_hh), ptr(packed_bias), ptr(acts), y.data_ptr<scalar_t>(),
                               cs.data_ptr<scalar_t>(), steps, batch, inputs, hidden, tiles, c_steps};
     if (sequences) {
-      for_each_unit(members, batch, [&](int64_t k, int64_t b0, int64_t b1) {
+      for_each_unit(split_units(members, batch), batch, [&](int64_t, int64_t k, int64_t b0, int64_t b1) {
         for (int64_t t = 0; t < steps; ++t) f.rows(k, t, b0, b1);
       });
       return;
@@ -550,18 +606,23 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor
   return {save ? acts : at::empty({0}, x.options()), cs};
 }
 
-// Backward through time. acts, cs: the forward's; dy (K, T, B, H), dh_T, dc_T (K, B, H): the gradients reaching
-// y, h_T, c_T (each may be None). -> (dgates (K, T, B, 4H) = dL/da_t, dx (K, T, B, I) or an empty tensor when
-// not `need_dx`, dh_0, dc_0).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
-    const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& c0, const at::Tensor& w_ih,
-    const at::Tensor& w_hh, const std::optional<at::Tensor>& dy, const std::optional<at::Tensor>& dh_last,
-    const std::optional<at::Tensor>& dc_last, bool need_dx, const std::string& schedule) {
-  const int64_t members = acts.size(0), steps = acts.size(1), batch = acts.size(2), hidden = w_hh.size(2);
-  const int64_t inputs = w_ih.size(2);
-  TORCH_CHECK(acts.is_contiguous() && cs.is_contiguous() && c0.is_contiguous() && w_ih.is_contiguous() &&
-                  w_hh.is_contiguous(),
-              "lstmlab_cpu: acts, cs, c0, w_ih and w_hh must be contiguous");
+// Backward through time. acts, cs, y: the forward's; x, h0, c0, w_ih, w_hh: its inputs; dy (K, T, B, H), dh_T,
+// dc_T (K, B, H): the gradients reaching y, h_T, c_T (each may be None). Returns
+// (dgates, dx, dh_0, dc_0, dW_ih, dW_hh, db), each None (an undefined tensor) where not computed:
+//   sequences  dgates None; dx when `need_dx`; dW_ih, dW_hh, db (= db_ih = db_hh) when `need_weights`,
+//              summed inside the loop, so dL/da_t never leaves a unit's small scratch
+//   steps      dgates (K, T, B, 4H) = dL/da_t for the caller's batched weight-gradient GEMMs; dx when `need_dx`
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
+    const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& y, const at::Tensor& x, const at::Tensor& h0,
+    const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& dy,
+    const std::optional<at::Tensor>& dh_last, const std::optional<at::Tensor>& dc_last, bool need_dx,
+    bool need_weights, const std::string& schedule) {
+  check_layer(x, h0, c0, w_ih, w_hh);
+  const int64_t members = x.size(0), steps = x.size(1), batch = x.size(2), inputs = x.size(3), hidden = w_hh.size(2);
+  TORCH_CHECK(acts.is_contiguous() && acts.sizes() == at::IntArrayRef({members, steps, batch, 4 * hidden}) &&
+                  cs.is_contiguous() && cs.sizes() == y.sizes() && y.is_contiguous() &&
+                  y.sizes() == at::IntArrayRef({members, steps, batch, hidden}),
+              "lstmlab_cpu: acts (K, T, B, 4H), cs and y (K, T, B, H) must be the forward's");
   const bool has_dy = dy.has_value() && dy->defined();
   TORCH_CHECK(!has_dy || (dy->is_contiguous() && dy->sizes() == cs.sizes()), "lstmlab_cpu: dy must be contiguous");
   const bool sequences = use_sequences(schedule);
@@ -569,10 +630,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     return last.has_value() && last->defined() ? last->contiguous().clone() : at::zeros_like(c0);
   };
   at::Tensor dh = carried(dh_last), dc = carried(dc_last);
-  at::Tensor dgates = at::empty_like(acts);
-  at::Tensor dx = need_dx && sequences ? at::empty({members, steps, batch, inputs}, acts.options()) : at::Tensor();
-  AT_DISPATCH_FLOATING_TYPES(acts.scalar_type(), "lstmlab_backward", [&] {
-    const int64_t tiles = tiles_of(hidden, Simd<scalar_t>::lanes);
+  at::Tensor dgates = sequences ? at::Tensor() : at::empty_like(acts);
+  at::Tensor dx = need_dx && sequences ? at::empty({members, steps, batch, inputs}, x.options()) : at::Tensor();
+  at::Tensor dw_ih, dw_hh, db;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmlab_backward", [&] {
+    constexpr int64_t L = Simd<scalar_t>::lanes;
+    const int64_t tiles = tiles_of(hidden, L);
     at::Tensor packed_ih, packed_hh;
     if (sequences) {
       packed_hh = pack_columns<scalar_t>(w_hh);
@@ -580,26 +643,50 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     }
     auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const Backward<scalar_t> p{acts.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
-                               has_dy ? dy->data_ptr<scalar_t>() : nullptr, ptr(packed_ih), ptr(packed_hh),
-                               dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), dgates.data_ptr<scalar_t>(),
-                               ptr(dx), steps, batch, inputs, hidden, tiles};
+                               has_dy ? dy->data_ptr<scalar_t>() : nullptr, x.data_ptr<scalar_t>(),
+                               h0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), ptr(packed_ih), ptr(packed_hh),
+                               dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), ptr(dx), steps, batch, inputs,
+                               hidden, tiles};
     if (sequences) {
-      for_each_unit(members, batch, [&](int64_t k, int64_t b0, int64_t b1) {
-        for (int64_t t = steps - 1; t >= 0; --t) p.step(k, t, b0, b1);
+      const Units units = split_units(members, batch);
+      // per unit: dL/da_t of its rows (and their x_t or h_{t-1}, padded), and its own running sums of the weight
+      // gradients (added up below)
+      const int64_t ih_cols = tiles_of(inputs, L) * L, hh_cols = tiles * L;
+      const int64_t scratch_size = units.rows * (4 * hidden + std::max(ih_cols, hh_cols));
+      at::Tensor scratch = at::empty({units.count(), scratch_size}, x.options());
+      at::Tensor sums = need_weights ? at::zeros({units.count(), 4 * hidden * (ih_cols + hh_cols + 1)}, x.options())
+                                     : at::Tensor();
+      for_each_unit(units, batch, [&](int64_t u, int64_t k, int64_t b0, int64_t b1) {
+        scalar_t* own = need_weights ? sums.data_ptr<scalar_t>() + u * sums.size(1) : nullptr;
+        scalar_t* da = scratch.data_ptr<scalar_t>() + u * scratch_size;
+        const WeightGrads<scalar_t> grads{own, own ? own + 4 * hidden * ih_cols : nullptr,
+                                          own ? own + 4 * hidden * (ih_cols + hh_cols) : nullptr,
+                                          da + units.rows * 4 * hidden};
+        for (int64_t t = steps - 1; t >= 0; --t) p.step(k, t, b0, b1, da, grads);
       });
+      if (need_weights) {  // the units of one member are its consecutive batch slices: sum them, drop the padding
+        const at::Tensor per_member = sums.view({members, units.slices, -1}).sum(1);
+        dw_ih = per_member.narrow(1, 0, 4 * hidden * ih_cols).view({members, 4 * hidden, ih_cols})
+                    .narrow(2, 0, inputs).contiguous();
+        dw_hh = per_member.narrow(1, 4 * hidden * ih_cols, 4 * hidden * hh_cols).view({members, 4 * hidden, hh_cols})
+                    .narrow(2, 0, hidden).contiguous();
+        db = per_member.narrow(1, 4 * hidden * (ih_cols + hh_cols), 4 * hidden).contiguous();
+      }
       return;
     }
+    scalar_t* d = dgates.data_ptr<scalar_t>();
     for (int64_t k = 0; k < members; ++k) {
       at::Tensor dh_k = dh.select(0, k);
       for (int64_t t = steps - 1; t >= 0; --t) {
-        for_row_blocks(batch, hidden, [&](int64_t b0, int64_t b1) { p.cell_rows(k, t, b0, b1); });
+        scalar_t* da_t = d + 4 * p.state(k, t, 0);
+        for_row_blocks(batch, hidden, [&](int64_t b0, int64_t b1) { p.cell_rows(k, t, b0, b1, da_t + b0 * 4 * hidden); });
         at::mm_out(dh_k, dgates.select(0, k).select(0, t), w_hh.select(0, k));  // dh_{t-1} = da_t · W_hh
       }
     }
   });
   if (need_dx && !sequences)  // dX = dA · W_ih over all T·B rows of each member: one batched GEMM
     dx = at::bmm(dgates.view({members, steps * batch, 4 * hidden}), w_ih).view({members, steps, batch, inputs});
-  return {dgates, need_dx ? dx : at::empty({0}, acts.options()), dh, dc};
+  return {dgates, dx, dh, dc, dw_ih, dw_hh, db};
 }
 
 // The cells' activations, elementwise: (σ(x), tanh(x)), vectorised as in the cells.
@@ -631,8 +718,9 @@ TORCH_LIBRARY(lstmlab_cpu, m) {
       "forward(Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? bias, Tensor(a!) y, str schedule, "
       "bool save) -> (Tensor, Tensor)");
   m.def(
-      "backward(Tensor acts, Tensor cs, Tensor c0, Tensor w_ih, Tensor w_hh, Tensor? dy, Tensor? dh_last, "
-      "Tensor? dc_last, bool need_dx, str schedule) -> (Tensor, Tensor, Tensor, Tensor)");
+      "backward(Tensor acts, Tensor cs, Tensor y, Tensor x, Tensor h0, Tensor c0, Tensor w_ih, Tensor w_hh, "
+      "Tensor? dy, Tensor? dh_last, Tensor? dc_last, bool need_dx, bool need_weights, str schedule) "
+      "-> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");  // undefined tensors reach Python as None
   m.def("activations(Tensor x) -> (Tensor, Tensor)");
 }
 

@@ -14,7 +14,7 @@ backward (no per-step autograd graph: the saved activations and c are all it nee
     for t in T-1..0:
         da_t, dc_{t-1} = cell'(…)
         dh_{t-1} = da_t · W_hh,   dx_t = da_t · W_ih
-    dW_ih = Σ_t da_tᵀ · x_t,  dW_hh = Σ_t da_tᵀ · h_{t-1},  db = Σ_{t,b} da_t     one batched GEMM (or sum) each
+    dW_ih = Σ_t da_tᵀ · x_t,  dW_hh = Σ_t da_tᵀ · h_{t-1},  db = Σ_{t,b} da_t
 
 The time loops are pluggable (`Loops`): on CPU they run in a small C++ extension built once and cached
 (`_cpu_loop.cpp`, see `cpp_loops` and `lstmlab.kernels.prepare`), otherwise — on CUDA, or where no compiler
@@ -23,10 +23,11 @@ is found — in Python over the torch-op cells below, all members per step in on
 
 The C++ loops have two schedules (`choose_schedule`). "sequences": members and batch rows never mix through
 time, so each thread runs the whole time loops of its share of (member, batch slice) units, with the step
-GEMMs (input projection included) in a register-blocked kernel and the cell fused into the same pass — no
-per-step synchronisation or library call. "steps": the input projection as one batched GEMM, then per step
-and member one ATen GEMM (MKL, threaded) and the cells threaded over rows; for W_hh too large for the
-small kernel's cache blocking.
+GEMMs (input projection and dx included) in a register-blocked kernel, the cell fused into the same pass and
+the weight gradients summed as the loop goes — no per-step synchronisation or library call, and dL/da never
+stored whole. "steps": the input projection as one batched GEMM, then per step and member one ATen GEMM
+(MKL, threaded) and the cells threaded over rows, and the weight gradients as batched GEMMs over the stored
+dL/da (`weight_grads`); for W_hh too large for the small kernel's cache blocking.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import Tensor
@@ -84,6 +85,17 @@ def torch_cell_backward(acts: Tensor, c_prev: Tensor, c: Tensor, dh: Tensor, dc:
 # w_hh (K, 4H, H), bias = b_ih + b_hh (K, 4H) or None, y (K, T, B, H); all contiguous.
 
 
+class Grads(NamedTuple):
+    """The gradients of one layer call, member axis first; None where not asked for."""
+
+    x: Tensor | None
+    h0: Tensor
+    c0: Tensor
+    w_ih: Tensor | None
+    w_hh: Tensor | None
+    bias: Tensor | None  # db_ih = db_hh
+
+
 class Loops(Protocol):
     """The sequential part of the layer (and whatever a backend fuses into it)."""
 
@@ -92,10 +104,11 @@ class Loops(Protocol):
         (None when not `save`) and the cell states (K, S, B, H), c_t at [:, t % S] (S = T when `save`)."""
 
     def backward(
-        self, acts, cs, c0, w_ih, w_hh, dy: Tensor | None, dh: Tensor | None, dc: Tensor | None, need_dx: bool
-    ) -> tuple[Tensor, Tensor | None, Tensor, Tensor]:
-        """dy (K, T, B, H), dh, dc (K, B, H): the gradients reaching y, h_T, c_T (None: zero).
-        Returns (dgates (K, T, B, 4H) = dL/da_t, dx (K, T, B, I) or None, dL/dh_0, dL/dc_0)."""
+        self, acts, cs, y, x, h0, c0, w_ih, w_hh, dy: Tensor | None, dh: Tensor | None, dc: Tensor | None,
+        need_dx: bool, need_weights: bool,
+    ) -> Grads:  # fmt: skip
+        """dy (K, T, B, H), dh, dc (K, B, H): the gradients reaching y, h_T, c_T (None: zero). `need_dx` and
+        `need_weights` say which of Grads' optional members are wanted."""
 
 
 def project_inputs(x: Tensor, w_ih: Tensor, bias: Tensor | None) -> Tensor:
@@ -115,6 +128,17 @@ def input_grad(dgates: Tensor, w_ih: Tensor) -> Tensor:
     """dX = dA · W_ih for all T·B rows of every member, one batched GEMM: (K, T, B, 4H) -> (K, T, B, I)."""
     members, steps, batch, _ = dgates.shape
     return torch.bmm(dgates.view(members, steps * batch, -1), w_ih).view(members, steps, batch, -1)
+
+
+def weight_grads(dgates: Tensor, x: Tensor, h0: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(dW_ih, dW_hh, db) from dL/da (K, T, B, 4H) over all T·B rows of every member: batched GEMMs and a sum."""
+    members, steps, batch, inputs = x.shape
+    da = dgates.view(members, steps * batch, -1)
+    dw_ih = torch.bmm(da.mT, x.reshape(members, steps * batch, inputs))  # dW_ih = dAᵀ · X
+    dw_hh = torch.bmm(dgates[:, 0].mT, h0)  # dW_hh = da_0ᵀ · h_0
+    if steps > 1:  #                             + Σ_{t≥1} da_tᵀ · h_{t-1}, one GEMM over (T-1)·B rows
+        dw_hh.baddbmm_(da[:, batch:].mT, y[:, :-1].reshape(members, (steps - 1) * batch, -1))
+    return dw_ih, dw_hh, da.sum(1)  # db = Σ_{t,b} da
 
 
 CellForward = Callable[[Tensor, Tensor, Tensor, Tensor], None]
@@ -143,7 +167,7 @@ class PythonLoops:
             h_prev, c_prev = h_t, c_t
         return gates, cs
 
-    def backward(self, acts, cs, c0, w_ih, w_hh, dy, dh, dc, need_dx):  # see Loops
+    def backward(self, acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights):  # see Loops
         dh, dc = carried_grad(c0, dh), carried_grad(c0, dc)
         dgates = torch.empty_like(acts)
         for t in range(acts.shape[1] - 1, -1, -1):
@@ -152,7 +176,8 @@ class PythonLoops:
             c_prev = cs[:, t - 1] if t > 0 else c0
             self.cell_backward(acts[:, t], c_prev, cs[:, t], dh, dc, dgates[:, t])
             torch.bmm(dgates[:, t], w_hh, out=dh)  # dh_{t-1} = da_t · W_hh   (K, B, 4H)·(K, 4H, H)
-        return dgates, input_grad(dgates, w_ih) if need_dx else None, dh, dc
+        weights = weight_grads(dgates, x, h0, y) if need_weights else (None, None, None)
+        return Grads(input_grad(dgates, w_ih) if need_dx else None, dh, dc, *weights)
 
 
 class CppLoops:
@@ -171,10 +196,14 @@ class CppLoops:
         acts, cs = torch.ops.lstmlab_cpu.forward(x, h0, c0, w_ih, w_hh, bias, y, schedule, save)
         return (acts if save else None), cs
 
-    def backward(self, acts, cs, c0, w_ih, w_hh, dy, dh, dc, need_dx):  # see Loops
+    def backward(self, acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights):  # see Loops
         schedule = self._schedule(acts.shape[0], w_hh.shape[2])
-        dgates, dx, dh0, dc0 = torch.ops.lstmlab_cpu.backward(acts, cs, c0, w_ih, w_hh, dy, dh, dc, need_dx, schedule)
-        return dgates, (dx if need_dx else None), dh0, dc0
+        dgates, dx, dh0, dc0, *weights = torch.ops.lstmlab_cpu.backward(
+            acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights, schedule
+        )
+        if dgates is not None and need_weights:  # the steps schedule leaves them to batched GEMMs
+            weights = weight_grads(dgates, x, h0, y)
+        return Grads(dx, dh0, dc0, *weights)
 
 
 SEQUENCES_MAX_HIDDEN = 320  # measured crossover of the two C++ schedules (docs/benchmarks.md)
@@ -371,29 +400,20 @@ class LSTMSequence(torch.autograd.Function):
                 "(create_graph=True) is not supported; use the 'reference' backend for it"
             )
         x, h0, c0, w_ih, w_hh, acts, cs, y = ctx.saved_tensors  # member-axis tensors; y in the caller's shape
-        members, steps, batch, inputs = x.shape
-        hidden = w_hh.shape[2]
         if not ctx.stacked:
             dy, dh_last, dc_last = _as_members(dy, dh_last, dc_last)
             y = y.unsqueeze(0)
-        contiguous = [None if t is None else t.contiguous() for t in (dy, dh_last, dc_last)]
+        dy, dh_last, dc_last = (None if t is None else t.contiguous() for t in (dy, dh_last, dc_last))
         need = ctx.needs_input_grad[1:]  # (x, h0, c0, w_ih, w_hh, b_ih, b_hh)
-        dgates, dx, dh, dc = ctx.loops.backward(acts, cs, c0, w_ih, w_hh, *contiguous, need_dx=need[0])
-
-        da = dgates.view(members, steps * batch, 4 * hidden)  # dA over all T·B rows of each member
-        dw_ih = torch.bmm(da.mT, x.reshape(members, steps * batch, inputs)) if need[3] else None  # dW_ih = dAᵀ · X
-        dw_hh = None
-        if need[4]:
-            dw_hh = torch.bmm(dgates[:, 0].mT, h0)  # dW_hh = da_0ᵀ · h_0
-            if steps > 1:  #                             + Σ_{t≥1} da_tᵀ · h_{t-1}, one GEMM over (T-1)·B rows
-                dw_hh.baddbmm_(da[:, batch:].mT, y[:, :-1].reshape(members, (steps - 1) * batch, hidden))
-        db = da.sum(1) if ctx.has_bias and (need[5] or need[6]) else None  # db_ih = db_hh = Σ_{t,b} da
+        need_weights = any(need[3:])
+        grads = ctx.loops.backward(acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh_last, dc_last, need[0], need_weights)
+        db = grads.bias if ctx.has_bias else None
         # two tensors, not one: gradients that share memory would be stored as .grad of both biases, and an
         # in-place update of one (an optimizer's, a clip's) would then change the other
-        grads = [dx, dh, dc, dw_ih, dw_hh, db, None if db is None else db.clone()]
+        result = [grads.x, grads.h0, grads.c0, grads.w_ih, grads.w_hh, db, None if db is None else db.clone()]
         if not ctx.stacked:
-            grads = [None if g is None else g[0] for g in grads]
-        return (None, *(g if wanted else None for g, wanted in zip(grads, need, strict=True)))
+            result = [None if g is None else g[0] for g in result]
+        return (None, *(g if wanted else None for g, wanted in zip(result, need, strict=True)))
 
 
 def check_arguments(x, h0, c0, w_ih, w_hh, b_ih, b_hh, stacked: bool = False) -> None:

@@ -41,7 +41,16 @@ import triton.language as tl
 from torch import Tensor
 
 from lstmlab.kernels import BackendUnavailable
-from lstmlab.kernels.fused import PythonLoops, carried_grad, check_arguments, input_grad, project_inputs, run_layer
+from lstmlab.kernels.fused import (
+    Grads,
+    PythonLoops,
+    carried_grad,
+    check_arguments,
+    input_grad,
+    project_inputs,
+    run_layer,
+    weight_grads,
+)
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK = 256  # elements of (B, H) per program
@@ -333,7 +342,7 @@ class PersistentLoops:
         _persistent_forward_kernel[launch["grid"]](gates, h0, c0, w_hh, y, cs, steps, batch, hidden, **launch["meta"])
         return gates, cs
 
-    def backward(self, acts, cs, c0, w_ih, w_hh, dy, dh, dc, need_dx):  # see fused.Loops
+    def backward(self, acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights):  # see fused.Loops
         members, steps, batch, hidden = cs.shape
         dh, dc = carried_grad(c0, dh), carried_grad(c0, dc)
         dgates = torch.empty_like(acts)
@@ -343,7 +352,8 @@ class PersistentLoops:
             acts[:, last], cs[:, last], c0, w_hh, dh if dy is None else dy[:, last], dh, dc, dgates[:, last],
             steps, batch, hidden, HAS_DY=dy is not None, **launch["meta"],
         )  # fmt: skip
-        return dgates, input_grad(dgates, w_ih) if need_dx else None, dh, dc
+        weights = weight_grads(dgates, x, h0, y) if need_weights else (None, None, None)
+        return Grads(input_grad(dgates, w_ih) if need_dx else None, dh, dc, *weights)
 
 
 PERSISTENT_LOOPS = PersistentLoops()
