@@ -2,32 +2,40 @@
 // the plain layer), in C++ so that a step costs its arithmetic rather than a dozen dispatched tensor ops.
 //
 // Built lazily by lstmlab/kernels/fused.py (torch.utils.cpp_extension.load) and registered as
-// torch.ops.lstmlab_cpu.{forward_loop, backward_loop, activations}. The autograd.Function, the input
-// projection and the weight-gradient GEMMs (batched over members) stay in Python; only the two
-// sequential loops live here.
+// torch.ops.lstmlab_cpu.{forward, backward, activations}. The autograd.Function stays in Python.
 //
 // Layout (contiguous; member-major, then time-major):
-//   gates, acts, dgates (K, T, B, 4H), columns [i | f | g | o] as torch.nn.LSTM
+//   x                   (K, T, B, I)
+//   acts, dgates        (K, T, B, 4H), columns [i | f | g | o] as torch.nn.LSTM
 //   y, cs, dy           (K, T, B, H)
 //   h0, c0, dh, dc      (K, B, H)
-//   w_hh                (K, 4H, H)
+//   w_ih (K, 4H, I), w_hh (K, 4H, H), bias = b_ih + b_hh (K, 4H)
 //
-// Two schedules (the caller picks one; fused.py measures which wins where):
+// Two schedules (the caller picks one; fused.py says which wins where):
 //   sequences  Batch rows, like members, never mix through time: the work splits into units (member k,
 //              a slice of its batch rows) and each thread runs its units' whole time loops, with no
-//              per-step synchronisation and no library call. The step GEMM is the register-blocked kernel
-//              `gemm_block` over W_hh packed once per call, and the cell runs on its result while it is
-//              still in L1.
-//   steps      Per member and step one ATen GEMM (MKL, threaded over its own blocks), then the cells,
-//              threaded over row blocks. For W_hh too large for the small kernel to keep in cache.
+//              per-step synchronisation and no library call. Forward, per step and register block:
+//              a_t = b + x_t·W_ihᵀ + h_{t-1}·W_hhᵀ in registers (`gemm_block` over weights packed once per
+//              call), then the cell while the block is still in L1. Backward, per step: the cell's backward
+//              into a small per-unit scratch, dh_{t-1} = da_t·W_hh and dx_t = da_t·W_ih the same way, and
+//              the weight gradients summed as it goes (dW += da_tᵀ·[x_t, h_{t-1}], db += Σ da_t), per
+//              unit, added up per member at the end: dL/da is never stored whole.
+//   steps      The input projection as one batched GEMM, then per member and step one ATen GEMM (MKL,
+//              threaded over its own blocks) and the cells threaded over row blocks; the backward stores
+//              dL/da for the caller's batched weight-gradient GEMMs. For W_hh too large for the small
+//              kernel to keep in cache.
 //
-// Vectors are GCC/Clang vector types of 64 bytes (16 floats or 8 doubles): one AVX-512 register, two AVX2
-// or four SSE/NEON ones, so the same source builds everywhere; with AVX-512 the partial tiles at the end
-// of a row use masked loads and stores. The hidden units are processed in tiles of one vector (L units).
+// Vectors are GCC/Clang vector types of 64 bytes (16 floats or 8 doubles: one AVX-512 register, two AVX2
+// or four SSE/NEON ones, so the same source builds everywhere) or 32 bytes. A dimension (H, or I) is cut
+// into tiles of L = 64 bytes of values; its last, partial tile is a 32-byte vector when the rest fits in
+// one (23 = 16 + 7: 24 lanes computed instead of 32). Partial tiles use masked loads and stores with AVX-512.
 //
 // σ and tanh are the C library's exp and tanh: -ffast-math lets gcc call glibc's vectorised versions
 // (libmvec, AVX-512: 16 floats or 8 doubles a call, ~1 ulp) from the `omp simd` loops of the cells, which
-// always run over whole vectors (padding lanes included), so no lane falls back to a scalar call.
+// run over whole vectors (padding lanes included), so no lane falls back to a scalar call. They are 20-40%
+// of the forward at the study sizes; inlined AVX-512 float32 versions (Cephes expf with FMA range reduction
+// and scalef, Cephes tanhf, 2.2e-7 relative error) measured 20-30% slower end to end than these calls, so
+// they are not used.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -46,45 +54,89 @@
 namespace {
 
 // ---------------------------------------------------------------------------------------------------------------------
-// Vectors and the activations.
+// Vectors, tiles and the activations.
 
 template <typename scalar_t>
-struct Simd {
-  static constexpr int64_t lanes = 64 / sizeof(scalar_t);  // L: 16 floats, 8 doubles
-  typedef scalar_t vec __attribute__((vector_size(64)));
+constexpr int64_t kLanes = 64 / sizeof(scalar_t);  // L: 16 floats, 8 doubles
+
+template <typename scalar_t, int64_t N>
+struct VecOf {
+  typedef scalar_t type __attribute__((vector_size(N * sizeof(scalar_t))));
 };
-template <typename scalar_t>
-using Vec = typename Simd<scalar_t>::vec;
+template <typename scalar_t, int64_t N>
+using Vec = typename VecOf<scalar_t, N>::type;  // N lanes: L or L/2
 
-// p[0..n) into the first n lanes, zeros after (n ≤ L).
-template <typename scalar_t>
-inline Vec<scalar_t> load_lanes(const scalar_t* p, int64_t n) {
-  Vec<scalar_t> v;
-  if (n == Simd<scalar_t>::lanes) {
+// p[0..n) into the first n lanes, zeros after (n ≤ N).
+template <typename scalar_t, int64_t N>
+inline Vec<scalar_t, N> load_lanes(const scalar_t* p, int64_t n) {
+  Vec<scalar_t, N> v;
+  if (n == N) {
     std::memcpy(&v, p, sizeof v);
     return v;
   }
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float>) return (Vec<scalar_t>)_mm512_maskz_loadu_ps((1u << n) - 1, p);
-  if constexpr (std::is_same_v<scalar_t, double>) return (Vec<scalar_t>)_mm512_maskz_loadu_pd((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, float> && N == 16) return (Vec<scalar_t, N>)_mm512_maskz_loadu_ps((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 8) return (Vec<scalar_t, N>)_mm512_maskz_loadu_pd((1u << n) - 1, p);
 #endif
-  v = Vec<scalar_t>{};
+#if defined(__AVX512VL__)
+  if constexpr (std::is_same_v<scalar_t, float> && N == 8) return (Vec<scalar_t, N>)_mm256_maskz_loadu_ps((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 4) return (Vec<scalar_t, N>)_mm256_maskz_loadu_pd((1u << n) - 1, p);
+#endif
+  v = Vec<scalar_t, N>{};
   for (int64_t l = 0; l < n; ++l) v[l] = p[l];
   return v;
 }
 
 // The first n lanes of v into p[0..n).
-template <typename scalar_t>
-inline void store_lanes(scalar_t* p, Vec<scalar_t> v, int64_t n) {
-  if (n == Simd<scalar_t>::lanes) {
+template <typename scalar_t, int64_t N>
+inline void store_lanes(scalar_t* p, Vec<scalar_t, N> v, int64_t n) {
+  if (n == N) {
     std::memcpy(p, &v, sizeof v);
     return;
   }
 #if defined(__AVX512F__)
-  if constexpr (std::is_same_v<scalar_t, float>) return _mm512_mask_storeu_ps(p, (1u << n) - 1, (__m512)v);
-  if constexpr (std::is_same_v<scalar_t, double>) return _mm512_mask_storeu_pd(p, (1u << n) - 1, (__m512d)v);
+  if constexpr (std::is_same_v<scalar_t, float> && N == 16) return _mm512_mask_storeu_ps(p, (1u << n) - 1, (__m512)v);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 8) return _mm512_mask_storeu_pd(p, (1u << n) - 1, (__m512d)v);
+#endif
+#if defined(__AVX512VL__)
+  if constexpr (std::is_same_v<scalar_t, float> && N == 8) return _mm256_mask_storeu_ps(p, (1u << n) - 1, (__m256)v);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 4) return _mm256_mask_storeu_pd(p, (1u << n) - 1, (__m256d)v);
 #endif
   for (int64_t l = 0; l < n; ++l) p[l] = v[l];
+}
+
+// A dimension of `size` values in tiles of L lanes; the last tile, when partial, has L/2 lanes if the rest fits.
+// Tile i covers values [i·L, i·L + width(i)); every tile but a half one starts a whole vector's worth after the
+// previous, so padded() = count()·L, less L/2 with a half tail.
+template <typename scalar_t>
+struct Tiles {
+  static constexpr int64_t L = kLanes<scalar_t>;
+  int64_t size;
+
+  int64_t count() const { return (size + L - 1) / L; }
+  bool half_tail() const { return size % L != 0 && size % L <= L / 2; }
+  bool half(int64_t i) const { return i == count() - 1 && half_tail(); }
+  int64_t lanes(int64_t i) const { return half(i) ? L / 2 : L; }
+  int64_t width(int64_t i) const { return std::min(lanes(i), size - i * L); }
+  int64_t padded() const { return count() * L - (half_tail() ? L / 2 : 0); }
+};
+
+// Calls fn(std::integral_constant<int64_t, N>) with N = L/2 for a half tile, else L.
+template <typename scalar_t, typename Fn>
+inline void with_lanes(bool half, Fn&& fn) {
+  if (half) fn(std::integral_constant<int64_t, kLanes<scalar_t> / 2>{});
+  else fn(std::integral_constant<int64_t, kLanes<scalar_t>>{});
+}
+
+// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 4]: a register block of the n rows (or tiles) left.
+template <typename Fn>
+inline void with_count(int64_t n, Fn&& fn) {
+  switch (n) {
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    default: fn(std::integral_constant<int, 1>{}); break;
+  }
 }
 
 // σ(x) = 1 / (1 + e^{-x}) for x ≥ 0 and e^{x} / (1 + e^{x}) for x < 0: with e = e^{-|x|} ≤ 1 it never
@@ -99,7 +151,7 @@ inline scalar_t sigmoid(scalar_t x) {
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// The cells, over N elements held in small local arrays (N = rows × L: whole vectors).
+// The cells, over N elements held in small local arrays (N = rows × lanes: whole vectors).
 
 // Pre-activations a_i, a_f, a_g, a_o become the activations i, f, g, o (which the backward needs);
 // c_t and h_t are written.
@@ -143,24 +195,23 @@ inline void cell_backward(scalar_t* __restrict ai, scalar_t* __restrict af, scal
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
-// The step GEMM: R rows × NV vectors of accumulators held in registers.
+// The GEMM kernel: R rows × NV vectors of accumulators held in registers.
 
-// acc[r][v] += Σ_q a[r·lda + q·ldq] · panel[q·ldp + v·L ...]: R rows of `depth` values (a row's values ldq apart) against
-// `depth` panel rows of NV vectors (rows ldp apart). R·NV ≤ 16 accumulators leave registers for the NV panel
-// vectors and the broadcast on AVX-512 (32 registers).
-template <typename scalar_t, int R, int NV>
+// acc[r][v] += Σ_q a[r·lda + q·ldq] · panel[q·ldp + v·N ...]: R rows of `depth` values (a row's values ldq apart)
+// against `depth` panel rows of NV vectors of N lanes (rows ldp apart). R·NV ≤ 16 accumulators leave registers
+// for the NV panel vectors and the broadcast on AVX-512 (32 registers).
+template <typename scalar_t, int64_t N, int R, int NV>
 inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t ldq, int64_t depth,
-                       const scalar_t* __restrict panel, int64_t ldp, Vec<scalar_t> (&acc)[R][NV]) {
-  constexpr int64_t L = Simd<scalar_t>::lanes;
-  Vec<scalar_t> sum[R][NV];  // local copies: the compiler keeps them in registers across the loop
+                       const scalar_t* __restrict panel, int64_t ldp, Vec<scalar_t, N> (&acc)[R][NV]) {
+  Vec<scalar_t, N> sum[R][NV];  // local copies: the compiler keeps them in registers across the loop
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 8
     for (int v = 0; v < NV; ++v) sum[r][v] = acc[r][v];
   for (int64_t q = 0; q < depth; ++q) {
-    Vec<scalar_t> w[NV];
+    Vec<scalar_t, N> w[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + q * ldp + v * L, sizeof(Vec<scalar_t>));
+    for (int v = 0; v < NV; ++v) std::memcpy(&w[v], panel + q * ldp + v * N, sizeof(Vec<scalar_t, N>));
 #pragma GCC unroll 8
     for (int r = 0; r < R; ++r) {
       const scalar_t s = a[r * lda + q * ldq];
@@ -174,74 +225,83 @@ inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t ldq, i
     for (int v = 0; v < NV; ++v) acc[r][v] = sum[r][v];
 }
 
-constexpr int kRows = 4;   // batch rows per register block
-constexpr int kGroup = 4;  // hidden tiles per register block in the backward GEMM
+constexpr int kRows = 4;   // batch rows (or weight-gradient rows) per register block
+constexpr int kGroup = 4;  // column tiles per register block in the backward's products
 
-// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 4]: a register block of the n rows (or tiles) left.
-template <typename Fn>
-inline void with_count(int64_t n, Fn&& fn) {
-  switch (n) {
-    case 4: fn(std::integral_constant<int, 4>{}); break;
-    case 3: fn(std::integral_constant<int, 3>{}); break;
-    case 2: fn(std::integral_constant<int, 2>{}); break;
-    default: fn(std::integral_constant<int, 1>{}); break;
-  }
-}
-
-int64_t tiles_of(int64_t size, int64_t lanes) { return (size + lanes - 1) / lanes; }
+// ---------------------------------------------------------------------------------------------------------------------
+// Packed weights. Offsets count in values; tile i of a dimension starts at i·L in its padded width.
 
 // A weight W (K, 4H, D) packed as the right operand of z · Wᵀ (z: D values a row), gate-interleaved per hidden
-// tile: P[k][tile][q][g][l] = W[k][g·H + tile·L + l][q], zero past H. A (k, tile) panel is D rows of 4 vectors,
-// the four gates of L hidden units, so one register block yields whole cells. Used for W_ih (D = I) and W_hh.
+// tile: the (k, tile i) panel holds D rows of 4 vectors of the tile's N lanes, P[q][g][l] = W[k][g·H + i·L + l][q]
+// (zero past H), so that one register block yields whole cells. It starts at (k·padded(H) + i·L)·4·D.
+// Used for W_ih (D = I) and W_hh (D = H).
 template <typename scalar_t>
 at::Tensor pack_gate_rows(const at::Tensor& w) {
-  constexpr int64_t L = Simd<scalar_t>::lanes;
-  const int64_t members = w.size(0), hidden = w.size(1) / 4, depth = w.size(2), tiles = tiles_of(hidden, L);
-  at::Tensor packed = at::zeros({members, tiles, depth, 4, L}, w.options());
+  const int64_t members = w.size(0), hidden = w.size(1) / 4, depth = w.size(2);
+  const Tiles<scalar_t> tiles{hidden};
+  at::Tensor packed = at::zeros({members, tiles.padded() * 4 * depth}, w.options());
   const scalar_t* src = w.data_ptr<scalar_t>();
   scalar_t* p = packed.data_ptr<scalar_t>();
   for (int64_t k = 0; k < members; ++k)
     for (int64_t g = 0; g < 4; ++g)
       for (int64_t j = 0; j < hidden; ++j) {
+        const int64_t i = j / tiles.L, n = tiles.lanes(i);
         const scalar_t* row = src + (k * 4 * hidden + g * hidden + j) * depth;  // W[k][gH + j][:]
-        scalar_t* out = p + (((k * tiles + j / L) * depth) * 4 + g) * L + j % L;
-        for (int64_t q = 0; q < depth; ++q) out[q * 4 * L] = row[q];
+        scalar_t* out = p + (k * tiles.padded() + i * tiles.L) * 4 * depth + g * n + j % tiles.L;
+        for (int64_t q = 0; q < depth; ++q) out[q * 4 * n] = row[q];
       }
   return packed;
 }
 
-// A bias b (K, 4H) in the same gate-interleaved tiles: P[k][tile][g][l] = b[k][g·H + tile·L + l], zero past H.
+// A bias b (K, 4H) in the same gate-interleaved tiles: P[g][l] = b[k][g·H + i·L + l] (zero past H) from
+// (k·padded(H) + i·L)·4.
 template <typename scalar_t>
 at::Tensor pack_gate_bias(const at::Tensor& bias, int64_t hidden) {
-  constexpr int64_t L = Simd<scalar_t>::lanes;
-  const int64_t members = bias.size(0), tiles = tiles_of(hidden, L);
-  at::Tensor packed = at::zeros({members, tiles, 4, L}, bias.options());
+  const int64_t members = bias.size(0);
+  const Tiles<scalar_t> tiles{hidden};
+  at::Tensor packed = at::zeros({members, tiles.padded() * 4}, bias.options());
   const scalar_t* src = bias.data_ptr<scalar_t>();
   scalar_t* p = packed.data_ptr<scalar_t>();
   for (int64_t k = 0; k < members; ++k)
     for (int64_t g = 0; g < 4; ++g)
-      for (int64_t j = 0; j < hidden; ++j) p[((k * tiles + j / L) * 4 + g) * L + j % L] = src[k * 4 * hidden + g * hidden + j];
+      for (int64_t j = 0; j < hidden; ++j) {
+        const int64_t i = j / tiles.L;
+        p[(k * tiles.padded() + i * tiles.L) * 4 + g * tiles.lanes(i) + j % tiles.L] = src[k * 4 * hidden + g * hidden + j];
+      }
   return packed;
 }
 
-// A weight W (K, 4H, D) packed as the right operand of da · W (da: 4H values a row), in groups of kGroup
-// column tiles of L: P[k][tile][q][l] = W[k][q][tile·L + l], zero past D, stored so that the tiles of one group
-// sit side by side in each row q: the (k, group) panel is 4H rows of nv vectors (nv = kGroup, fewer in the
-// last group). Used for W_hh (dh_{t-1} = da_t · W_hh) and W_ih (dx_t = da_t · W_ih).
+// The column tiles of a product's output in register blocks: up to kGroup whole tiles side by side, and a half
+// tail tile alone (its vectors are narrower). Block b covers tiles [first(b), first(b) + size(b)).
+template <typename scalar_t>
+struct Groups {
+  Tiles<scalar_t> tiles;
+  int64_t whole() const { return tiles.count() - (tiles.half_tail() ? 1 : 0); }  // tiles of L lanes
+  int64_t count() const { return (whole() + kGroup - 1) / kGroup + (tiles.half_tail() ? 1 : 0); }
+  int64_t first(int64_t b) const { return std::min(b * kGroup, whole()); }
+  int64_t size(int64_t b) const { return first(b) == whole() ? 1 : std::min<int64_t>(kGroup, whole() - first(b)); }
+  bool half(int64_t b) const { return first(b) == whole(); }
+};
+
+// A weight W (K, R, D) packed as the right operand of da · W (da: R values a row) for the column tiles of D in
+// Groups: the (k, block b) panel holds R rows of its size(b) vectors side by side, P[q][v][l] = W[k][q][(first + v)·L
+// + l] (zero past D), from (k·padded(D) + first·L)·R. Used for W_hh (dh_{t-1} = da_t · W_hh) and W_ih (dx_t).
 template <typename scalar_t>
 at::Tensor pack_columns(const at::Tensor& w) {
-  constexpr int64_t L = Simd<scalar_t>::lanes;
-  const int64_t members = w.size(0), rows = w.size(1), cols = w.size(2), tiles = tiles_of(cols, L);
-  at::Tensor packed = at::zeros({members, tiles * rows * L}, w.options());
+  const int64_t members = w.size(0), rows = w.size(1), cols = w.size(2);
+  const Groups<scalar_t> groups{Tiles<scalar_t>{cols}};
+  const Tiles<scalar_t>& tiles = groups.tiles;
+  at::Tensor packed = at::zeros({members, tiles.padded() * rows}, w.options());
   const scalar_t* src = w.data_ptr<scalar_t>();
   scalar_t* p = packed.data_ptr<scalar_t>();
   for (int64_t k = 0; k < members; ++k)
-    for (int64_t tile = 0; tile < tiles; ++tile) {
-      const int64_t first = tile / kGroup * kGroup, nv = std::min<int64_t>(kGroup, tiles - first);
-      scalar_t* panel = p + (k * tiles + first) * rows * L;
+    for (int64_t b = 0; b < groups.count(); ++b) {
+      const int64_t first = groups.first(b), n = tiles.lanes(first), row_values = groups.size(b) * n;
+      scalar_t* panel = p + (k * tiles.padded() + first * tiles.L) * rows;
       for (int64_t q = 0; q < rows; ++q)
-        for (int64_t l = 0; l < L && tile * L + l < cols; ++l)
-          panel[(q * nv + tile - first) * L + l] = src[(k * rows + q) * cols + tile * L + l];
+        for (int64_t v = 0; v < groups.size(b); ++v)
+          for (int64_t l = 0; l < tiles.width(first + v); ++l)
+            panel[q * row_values + v * n + l] = src[(k * rows + q) * cols + (first + v) * tiles.L + l];
     }
   return packed;
 }
@@ -261,7 +321,8 @@ struct Forward {
   scalar_t* acts;        // (K, T, B, 4H), or null: the activations are not kept (inference)
   scalar_t* y;           // (K, T, B, H)
   scalar_t* cs;          // (K, S, B, H): c_t at [k][t % S], S = T, or 2 when only the last one is wanted
-  int64_t steps, batch, inputs, hidden, tiles, c_steps;
+  int64_t steps, batch, inputs, hidden, c_steps;
+  Tiles<scalar_t> tiles;  // of H
 
   int64_t state(int64_t k, int64_t t, int64_t b) const { return ((k * steps + t) * batch + b) * hidden; }
   int64_t cell(int64_t k, int64_t t, int64_t b) const { return ((k * c_steps + t % c_steps) * batch + b) * hidden; }
@@ -272,57 +333,58 @@ struct Forward {
     return t == 0 ? c0 + (k * batch + b) * hidden : cs + cell(k, t - 1, b);
   }
 
-  // Rows b..b+R-1 of member k, step t, hidden units of `tile`:
+  // Rows b..b+R-1 of member k, step t, hidden tile i (N lanes):
   // a_t = b + x_t · W_ihᵀ + h_{t-1} · W_hhᵀ in registers, then the cell.
-  template <int R>
-  void block(int64_t k, int64_t t, int64_t b, int64_t tile) const {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    constexpr size_t kVec = sizeof(Vec<scalar_t>);
-    const int64_t j0 = tile * L, width = std::min(L, hidden - j0);
-    Vec<scalar_t> acc[R][4];
+  template <int64_t N, int R>
+  void block(int64_t k, int64_t t, int64_t b, int64_t i) const {
+    constexpr size_t kVec = sizeof(Vec<scalar_t, N>);
+    const int64_t j0 = i * tiles.L, width = tiles.width(i), tile = k * tiles.padded() + j0;
+    Vec<scalar_t, N> acc[R][4];
     if (w_hh) {
       for (int g = 0; g < 4; ++g) {
-        Vec<scalar_t> b0 = Vec<scalar_t>{};
-        if (bias) std::memcpy(&b0, bias + ((k * tiles + tile) * 4 + g) * L, kVec);
+        Vec<scalar_t, N> b0 = Vec<scalar_t, N>{};
+        if (bias) std::memcpy(&b0, bias + tile * 4 + g * N, kVec);
         for (int r = 0; r < R; ++r) acc[r][g] = b0;
       }
       const scalar_t* x_t = x + ((k * steps + t) * batch + b) * inputs;
-      gemm_block<scalar_t, R, 4>(x_t, inputs, 1, inputs, w_ih + (k * tiles + tile) * inputs * 4 * L, 4 * L, acc);
-      gemm_block<scalar_t, R, 4>(h_prev(k, t, b), hidden, 1, hidden, w_hh + (k * tiles + tile) * hidden * 4 * L, 4 * L,
-                                 acc);
+      gemm_block<scalar_t, N, R, 4>(x_t, inputs, 1, inputs, w_ih + tile * 4 * inputs, 4 * N, acc);
+      gemm_block<scalar_t, N, R, 4>(h_prev(k, t, b), hidden, 1, hidden, w_hh + tile * 4 * hidden, 4 * N, acc);
     } else {
       for (int r = 0; r < R; ++r)
-        for (int g = 0; g < 4; ++g) acc[r][g] = load_lanes(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
+        for (int g = 0; g < 4; ++g)
+          acc[r][g] = load_lanes<scalar_t, N>(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
     }
 
-    alignas(64) scalar_t a[4][R * L], cp[R * L], c[R * L], h[R * L];
+    alignas(64) scalar_t a[4][R * N], cp[R * N], c[R * N], h[R * N];
     for (int r = 0; r < R; ++r) {
-      for (int g = 0; g < 4; ++g) std::memcpy(a[g] + r * L, &acc[r][g], kVec);
-      const Vec<scalar_t> v = load_lanes(c_prev(k, t, b + r) + j0, width);
-      std::memcpy(cp + r * L, &v, kVec);
+      for (int g = 0; g < 4; ++g) std::memcpy(a[g] + r * N, &acc[r][g], kVec);
+      const Vec<scalar_t, N> v = load_lanes<scalar_t, N>(c_prev(k, t, b + r) + j0, width);
+      std::memcpy(cp + r * N, &v, kVec);
     }
-    cell_forward<scalar_t, R * L>(a[0], a[1], a[2], a[3], cp, c, h);
+    cell_forward<scalar_t, R * N>(a[0], a[1], a[2], a[3], cp, c, h);
     for (int r = 0; r < R; ++r) {
-      Vec<scalar_t> v;
+      Vec<scalar_t, N> v;
       if (acts)
         for (int g = 0; g < 4; ++g) {
-          std::memcpy(&v, a[g] + r * L, kVec);
-          store_lanes(acts + 4 * state(k, t, b + r) + g * hidden + j0, v, width);
+          std::memcpy(&v, a[g] + r * N, kVec);
+          store_lanes<scalar_t, N>(acts + 4 * state(k, t, b + r) + g * hidden + j0, v, width);
         }
-      std::memcpy(&v, c + r * L, kVec);
-      store_lanes(cs + cell(k, t, b + r) + j0, v, width);
-      std::memcpy(&v, h + r * L, kVec);
-      store_lanes(y + state(k, t, b + r) + j0, v, width);
+      std::memcpy(&v, c + r * N, kVec);
+      store_lanes<scalar_t, N>(cs + cell(k, t, b + r) + j0, v, width);
+      std::memcpy(&v, h + r * N, kVec);
+      store_lanes<scalar_t, N>(y + state(k, t, b + r) + j0, v, width);
     }
   }
 
   // Rows [b0, b1) of member k at step t, every hidden tile.
   void rows(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
-    for (int64_t tile = 0; tile < tiles; ++tile)  // tile-major: a tile's weight panels stay in L1 across row blocks
-      for (int64_t b = b0; b < b1; b += kRows)
-        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
-          this->template block<decltype(rows)::value>(k, t, b, tile);
-        });
+    for (int64_t i = 0; i < tiles.count(); ++i)  // tile-major: a tile's weight panels stay in L1 across row blocks
+      with_lanes<scalar_t>(tiles.half(i), [&](auto lanes) {
+        for (int64_t b = b0; b < b1; b += kRows)
+          with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+            this->template block<decltype(lanes)::value, decltype(rows)::value>(k, t, b, i);
+          });
+      });
   }
 };
 
@@ -331,14 +393,14 @@ struct Forward {
 // register block. `da` below points at the rows' dL/da_t (4H values a row): a unit's scratch (sequences
 // schedule) or step t of the dgates tensor (steps schedule).
 
-// One unit's running sums of the weight gradients, columns padded to whole vectors:
-// dW_ih (4H, ⌈I/L⌉·L), dW_hh (4H, ⌈H/L⌉·L), db (4H).
+// One unit's running sums of the weight gradients, columns padded as their Tiles: dW_ih (4H, padded(I)),
+// dW_hh (4H, padded(H)), db (4H); and its scratch for x_t or h_{t-1} rows padded the same way.
 template <typename scalar_t>
 struct WeightGrads {
   scalar_t* w_ih;
   scalar_t* w_hh;
   scalar_t* bias;
-  scalar_t* z;  // scratch: rows × max(⌈I/L⌉, ⌈H/L⌉)·L, for x_t or h_{t-1} padded to whole vectors
+  scalar_t* z;
 };
 
 template <typename scalar_t>
@@ -355,7 +417,8 @@ struct Backward {
   scalar_t* dh;          // (K, B, H): dL/dh_t through step t+1 (without dy_t), then dL/dh_{t-1}
   scalar_t* dc;          // (K, B, H): dL/dc_t through step t+1, then dL/dc_{t-1}
   scalar_t* dx;          // (K, T, B, I) when w_ih is set
-  int64_t steps, batch, inputs, hidden, tiles;
+  int64_t steps, batch, inputs, hidden;
+  Tiles<scalar_t> tiles;  // of H
 
   int64_t state(int64_t k, int64_t t, int64_t b) const { return ((k * steps + t) * batch + b) * hidden; }
   int64_t carried(int64_t k, int64_t b) const { return (k * batch + b) * hidden; }
@@ -364,111 +427,117 @@ struct Backward {
     return t == 0 ? h0 + carried(k, b) : y + state(k, t - 1, b);
   }
 
-  // The cell's backward on rows b..b+R-1 of member k, step t, hidden units of `tile`; writes their dL/da_t to `da`.
-  template <int R>
-  void cell_block(int64_t k, int64_t t, int64_t b, int64_t tile, scalar_t* da) const {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    constexpr size_t kVec = sizeof(Vec<scalar_t>);
-    const int64_t j0 = tile * L, width = std::min(L, hidden - j0);
-    alignas(64) scalar_t a[4][R * L], cp[R * L], c[R * L], dh_t[R * L], dc_t[R * L];
+  // The cell's backward on rows b..b+R-1 of member k, step t, hidden tile i (N lanes); writes their dL/da_t to da.
+  template <int64_t N, int R>
+  void cell_block(int64_t k, int64_t t, int64_t b, int64_t i, scalar_t* da) const {
+    constexpr size_t kVec = sizeof(Vec<scalar_t, N>);
+    const int64_t j0 = i * tiles.L, width = tiles.width(i);
+    alignas(64) scalar_t a[4][R * N], cp[R * N], c[R * N], dh_t[R * N], dc_t[R * N];
     for (int r = 0; r < R; ++r) {
       const int64_t row = state(k, t, b + r);
-      Vec<scalar_t> v;
+      Vec<scalar_t, N> v;
       for (int g = 0; g < 4; ++g) {
-        v = load_lanes(acts + 4 * row + g * hidden + j0, width);
-        std::memcpy(a[g] + r * L, &v, kVec);
+        v = load_lanes<scalar_t, N>(acts + 4 * row + g * hidden + j0, width);
+        std::memcpy(a[g] + r * N, &v, kVec);
       }
-      v = load_lanes((t > 0 ? cs + state(k, t - 1, b + r) : c0 + carried(k, b + r)) + j0, width);
-      std::memcpy(cp + r * L, &v, kVec);
-      v = load_lanes(cs + row + j0, width);
-      std::memcpy(c + r * L, &v, kVec);
-      v = load_lanes(dh + carried(k, b + r) + j0, width);
-      if (dy) v += load_lanes(dy + row + j0, width);  // dh_t = dy_t + da_{t+1}·W_hh
-      std::memcpy(dh_t + r * L, &v, kVec);
-      v = load_lanes(dc + carried(k, b + r) + j0, width);
-      std::memcpy(dc_t + r * L, &v, kVec);
+      v = load_lanes<scalar_t, N>((t > 0 ? cs + state(k, t - 1, b + r) : c0 + carried(k, b + r)) + j0, width);
+      std::memcpy(cp + r * N, &v, kVec);
+      v = load_lanes<scalar_t, N>(cs + row + j0, width);
+      std::memcpy(c + r * N, &v, kVec);
+      v = load_lanes<scalar_t, N>(dh + carried(k, b + r) + j0, width);
+      if (dy) v += load_lanes<scalar_t, N>(dy + row + j0, width);  // dh_t = dy_t + da_{t+1}·W_hh
+      std::memcpy(dh_t + r * N, &v, kVec);
+      v = load_lanes<scalar_t, N>(dc + carried(k, b + r) + j0, width);
+      std::memcpy(dc_t + r * N, &v, kVec);
     }
-    cell_backward<scalar_t, R * L>(a[0], a[1], a[2], a[3], cp, c, dh_t, dc_t);
+    cell_backward<scalar_t, R * N>(a[0], a[1], a[2], a[3], cp, c, dh_t, dc_t);
     for (int r = 0; r < R; ++r) {
-      Vec<scalar_t> v;
+      Vec<scalar_t, N> v;
       for (int g = 0; g < 4; ++g) {
-        std::memcpy(&v, a[g] + r * L, kVec);
-        store_lanes(da + r * 4 * hidden + g * hidden + j0, v, width);
+        std::memcpy(&v, a[g] + r * N, kVec);
+        store_lanes<scalar_t, N>(da + r * 4 * hidden + g * hidden + j0, v, width);
       }
-      std::memcpy(&v, dc_t + r * L, kVec);
-      store_lanes(dc + carried(k, b + r) + j0, v, width);
+      std::memcpy(&v, dc_t + r * N, kVec);
+      store_lanes<scalar_t, N>(dc + carried(k, b + r) + j0, v, width);
     }
   }
 
   // The cells of rows [b0, b1) of member k at step t (every tile); da: row b0's dL/da_t, rows 4H apart.
   void cell_rows(int64_t k, int64_t t, int64_t b0, int64_t b1, scalar_t* da) const {
     for (int64_t b = b0; b < b1; b += kRows)
-      for (int64_t tile = 0; tile < tiles; ++tile)
-        with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
-          this->template cell_block<decltype(rows)::value>(k, t, b, tile, da + (b - b0) * 4 * hidden);
-        });
-  }
-
-  // out[r] = da[r] · W on R rows, the NV column tiles from `first`, for a W packed by pack_columns.
-  template <int R, int NV>
-  void product_block(const scalar_t* da, int64_t member, int64_t first, const scalar_t* w, int64_t cols,
-                     scalar_t* out, int64_t out_stride) const {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    Vec<scalar_t> acc[R][NV];
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) acc[r][v] = Vec<scalar_t>{};
-    gemm_block<scalar_t, R, NV>(da, 4 * hidden, 1, 4 * hidden,
-                                w + (member * tiles_of(cols, L) + first) * 4 * hidden * L, NV * L, acc);
-    for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) {
-        const int64_t j0 = (first + v) * L;
-        store_lanes(out + r * out_stride + j0, acc[r][v], std::min(L, cols - j0));
-      }
-  }
-
-  // out(b) = da[b] · W for `rows` rows of member k; out is row 0's output, rows out_stride apart.
-  void product_rows(const scalar_t* da, int64_t rows, int64_t k, const scalar_t* w, int64_t cols, scalar_t* out,
-                    int64_t out_stride) const {
-    const int64_t col_tiles = tiles_of(cols, Simd<scalar_t>::lanes);
-    for (int64_t first = 0; first < col_tiles; first += kGroup)  // a group's panel stays in L1 across row blocks
-      for (int64_t b = 0; b < rows; b += kRows)
-        with_count(std::min<int64_t>(kRows, rows - b), [&](auto r) {
-          with_count(std::min<int64_t>(kGroup, col_tiles - first), [&](auto nv) {
-            this->template product_block<decltype(r)::value, decltype(nv)::value>(
-                da + b * 4 * hidden, k, first, w, cols, out + b * out_stride, out_stride);
+      for (int64_t i = 0; i < tiles.count(); ++i)
+        with_lanes<scalar_t>(tiles.half(i), [&](auto lanes) {
+          with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+            this->template cell_block<decltype(lanes)::value, decltype(rows)::value>(k, t, b, i,
+                                                                                      da + (b - b0) * 4 * hidden);
           });
         });
   }
 
-  // dw[q0 + r][tiles first.. first+NV) += Σ_b da[b][q0 + r] · z[b]: R rows of a weight gradient (column q0 + r of
-  // da, whose rows are 4H apart) against `rows` rows of z, padded to whole vectors (z_stride values a row, as dw).
-  template <int R, int NV>
-  void outer_block(const scalar_t* da, int64_t rows, int64_t q0, const scalar_t* z, int64_t z_stride, int64_t first,
-                   scalar_t* dw) const {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    Vec<scalar_t> acc[R][NV];
+  // out[r] = da[r] · W on R rows, the NV column tiles (N lanes) of a W packed by pack_columns from `panel`.
+  template <int64_t N, int R, int NV>
+  void product_block(const scalar_t* da, const scalar_t* panel, const Tiles<scalar_t>& cols, int64_t first,
+                     scalar_t* out, int64_t out_stride) const {
+    Vec<scalar_t, N> acc[R][NV];
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) std::memcpy(&acc[r][v], dw + (q0 + r) * z_stride + (first + v) * L, sizeof acc[r][v]);
-    gemm_block<scalar_t, R, NV>(da + q0, 1, 4 * hidden, rows, z + first * L, z_stride, acc);
+      for (int v = 0; v < NV; ++v) acc[r][v] = Vec<scalar_t, N>{};
+    gemm_block<scalar_t, N, R, NV>(da, 4 * hidden, 1, 4 * hidden, panel, NV * N, acc);
     for (int r = 0; r < R; ++r)
-      for (int v = 0; v < NV; ++v) std::memcpy(dw + (q0 + r) * z_stride + (first + v) * L, &acc[r][v], sizeof acc[r][v]);
+      for (int v = 0; v < NV; ++v)
+        store_lanes<scalar_t, N>(out + r * out_stride + (first + v) * cols.L, acc[r][v], cols.width(first + v));
   }
 
-  // dW += da_tᵀ · z_t over `rows` rows of z (`cols` values a row, src_stride apart), copied first into `padded`
-  // (rows × ⌈cols/L⌉·L, zeros past cols) so that the loop loads whole vectors; dw has the padded width.
+  // out(b) = da[b] · W for `rows` rows of member k, W (4H, D) packed by pack_columns; out is row 0's output, rows
+  // out_stride apart.
+  void product_rows(const scalar_t* da, int64_t rows, int64_t k, const scalar_t* w, int64_t cols, scalar_t* out,
+                    int64_t out_stride) const {
+    const Groups<scalar_t> groups{Tiles<scalar_t>{cols}};
+    for (int64_t g = 0; g < groups.count(); ++g) {  // a group's panel stays in L1 across row blocks
+      const int64_t first = groups.first(g);
+      const scalar_t* panel = w + (k * groups.tiles.padded() + first * groups.tiles.L) * 4 * hidden;
+      with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
+        for (int64_t b = 0; b < rows; b += kRows)
+          with_count(std::min<int64_t>(kRows, rows - b), [&](auto r) {
+            with_count(groups.size(g), [&](auto nv) {
+              this->template product_block<decltype(lanes)::value, decltype(r)::value, decltype(nv)::value>(
+                  da + b * 4 * hidden, panel, groups.tiles, first, out + b * out_stride, out_stride);
+            });
+          });
+      });
+    }
+  }
+
+  // dw[q0 + r][tiles first.. first+NV) += Σ_b da[b][q0 + r] · z[b]: R rows of a weight gradient (column q0 + r of
+  // da, whose rows are 4H apart) against `rows` rows of z, padded as dw's columns (ld values a row).
+  template <int64_t N, int R, int NV>
+  void outer_block(const scalar_t* da, int64_t rows, int64_t q0, const scalar_t* z, int64_t ld, int64_t j0,
+                   scalar_t* dw) const {
+    Vec<scalar_t, N> acc[R][NV];
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) std::memcpy(&acc[r][v], dw + (q0 + r) * ld + j0 + v * N, sizeof acc[r][v]);
+    gemm_block<scalar_t, N, R, NV>(da + q0, 1, 4 * hidden, rows, z + j0, ld, acc);
+    for (int r = 0; r < R; ++r)
+      for (int v = 0; v < NV; ++v) std::memcpy(dw + (q0 + r) * ld + j0 + v * N, &acc[r][v], sizeof acc[r][v]);
+  }
+
+  // dW += da_tᵀ · z_t over `rows` rows of z (`cols` values a row, contiguous), copied first into `padded` (rows of
+  // Tiles{cols}.padded() values, zeros past cols) so that the loop loads whole vectors; dw has the padded width.
   void outer_rows(const scalar_t* da, int64_t rows, const scalar_t* src, int64_t cols, scalar_t* padded,
                   scalar_t* dw) const {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    const int64_t col_tiles = tiles_of(cols, L), z_stride = col_tiles * L;
+    const Groups<scalar_t> groups{Tiles<scalar_t>{cols}};
+    const int64_t ld = groups.tiles.padded();
     for (int64_t b = 0; b < rows; ++b) {
-      std::memcpy(padded + b * z_stride, src + b * cols, cols * sizeof(scalar_t));
-      std::fill(padded + b * z_stride + cols, padded + (b + 1) * z_stride, scalar_t(0));
+      std::memcpy(padded + b * ld, src + b * cols, cols * sizeof(scalar_t));
+      std::fill(padded + b * ld + cols, padded + (b + 1) * ld, scalar_t(0));
     }
-    for (int64_t first = 0; first < col_tiles; first += kGroup)
-      for (int64_t q0 = 0; q0 < 4 * hidden; q0 += kRows)  // 4H is a multiple of kRows
-        with_count(std::min<int64_t>(kGroup, col_tiles - first), [&](auto nv) {
-          this->template outer_block<kRows, decltype(nv)::value>(da, rows, q0, padded, z_stride, first, dw);
+    for (int64_t g = 0; g < groups.count(); ++g)
+      with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
+        with_count(groups.size(g), [&](auto nv) {
+          for (int64_t q0 = 0; q0 < 4 * hidden; q0 += kRows)  // 4H is a multiple of kRows
+            this->template outer_block<decltype(lanes)::value, kRows, decltype(nv)::value>(
+                da, rows, q0, padded, ld, groups.first(g) * groups.tiles.L, dw);
         });
+      });
   }
 
   // One step of rows [b0, b1) of member k in the sequences schedule; da: the unit's scratch (b1 - b0 rows of 4H);
@@ -482,7 +551,7 @@ struct Backward {
     if (sums.w_ih) {
       outer_rows(da, rows, x_row(k, t, b0), inputs, sums.z, sums.w_ih);   // dW_ih += da_tᵀ · x_t
       outer_rows(da, rows, h_prev(k, t, b0), hidden, sums.z, sums.w_hh);  // dW_hh += da_tᵀ · h_{t-1}
-      for (int64_t b = 0; b < rows; ++b)                               // db += Σ_b da_t
+      for (int64_t b = 0; b < rows; ++b)                                   // db += Σ_b da_t
 #pragma omp simd
         for (int64_t q = 0; q < 4 * hidden; ++q) sums.bias[q] += da[b * 4 * hidden + q];
     }
@@ -549,6 +618,11 @@ bool use_sequences(const std::string& schedule) {
   return schedule == "sequences";
 }
 
+template <typename scalar_t>
+scalar_t* data_or_null(const at::Tensor& t) {
+  return t.defined() ? t.data_ptr<scalar_t>() : nullptr;
+}
+
 // The forward of one layer over every member. Writes y (K, T, B, H) = h_t and returns (acts, cs): the activations
 // [i|f|g|o] (K, T, B, 4H) the backward needs (an empty tensor when not `save`) and the cell states (K, S, B, H),
 // c_t at [:, t % S] with S = T when `save`, else 2. bias = b_ih + b_hh (K, 4H), or None.
@@ -577,17 +651,16 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor
     else at::bmm_out(a3, x3, w_t);
   }
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmlab_forward", [&] {
-    const int64_t tiles = tiles_of(hidden, Simd<scalar_t>::lanes);
     at::Tensor packed_ih, packed_hh, packed_bias;
     if (sequences) {
       packed_ih = pack_gate_rows<scalar_t>(w_ih);
       packed_hh = pack_gate_rows<scalar_t>(w_hh);
       if (has_bias) packed_bias = pack_gate_bias<scalar_t>(*bias, hidden);
     }
-    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const Forward<scalar_t> f{x.data_ptr<scalar_t>(), h0.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
-                              ptr(packed_ih), ptr(packed_hh), ptr(packed_bias), ptr(acts), y.data_ptr<scalar_t>(),
-                              cs.data_ptr<scalar_t>(), steps, batch, inputs, hidden, tiles, c_steps};
+                              data_or_null<scalar_t>(packed_ih), data_or_null<scalar_t>(packed_hh),
+                              data_or_null<scalar_t>(packed_bias), data_or_null<scalar_t>(acts), y.data_ptr<scalar_t>(),
+                              cs.data_ptr<scalar_t>(), steps, batch, inputs, hidden, c_steps, Tiles<scalar_t>{hidden}};
     if (sequences) {
       for_each_unit(split_units(members, batch), batch, [&](int64_t, int64_t k, int64_t b0, int64_t b1) {
         for (int64_t t = 0; t < steps; ++t) f.rows(k, t, b0, b1);
@@ -634,24 +707,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   at::Tensor dx = need_dx && sequences ? at::empty({members, steps, batch, inputs}, x.options()) : at::Tensor();
   at::Tensor dw_ih, dw_hh, db;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmlab_backward", [&] {
-    constexpr int64_t L = Simd<scalar_t>::lanes;
-    const int64_t tiles = tiles_of(hidden, L);
     at::Tensor packed_ih, packed_hh;
     if (sequences) {
       packed_hh = pack_columns<scalar_t>(w_hh);
       if (need_dx) packed_ih = pack_columns<scalar_t>(w_ih);
     }
-    auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr<scalar_t>() : nullptr; };
     const Backward<scalar_t> p{acts.data_ptr<scalar_t>(), cs.data_ptr<scalar_t>(), c0.data_ptr<scalar_t>(),
                                has_dy ? dy->data_ptr<scalar_t>() : nullptr, x.data_ptr<scalar_t>(),
-                               h0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), ptr(packed_ih), ptr(packed_hh),
-                               dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(), ptr(dx), steps, batch, inputs,
-                               hidden, tiles};
+                               h0.data_ptr<scalar_t>(), y.data_ptr<scalar_t>(), data_or_null<scalar_t>(packed_ih),
+                               data_or_null<scalar_t>(packed_hh), dh.data_ptr<scalar_t>(), dc.data_ptr<scalar_t>(),
+                               data_or_null<scalar_t>(dx), steps, batch, inputs, hidden, Tiles<scalar_t>{hidden}};
     if (sequences) {
       const Units units = split_units(members, batch);
-      // per unit: dL/da_t of its rows (and their x_t or h_{t-1}, padded), and its own running sums of the weight
-      // gradients (added up below)
-      const int64_t ih_cols = tiles_of(inputs, L) * L, hh_cols = tiles * L;
+      // per unit: dL/da_t of its rows, x_t or h_{t-1} rows padded to whole vectors, and its own running sums of
+      // the weight gradients (added up per member below)
+      const int64_t ih_cols = Tiles<scalar_t>{inputs}.padded(), hh_cols = Tiles<scalar_t>{hidden}.padded();
       const int64_t scratch_size = units.rows * (4 * hidden + std::max(ih_cols, hh_cols));
       at::Tensor scratch = at::empty({units.count(), scratch_size}, x.options());
       at::Tensor sums = need_weights ? at::zeros({units.count(), 4 * hidden * (ih_cols + hh_cols + 1)}, x.options())
