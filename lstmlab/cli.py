@@ -371,14 +371,18 @@ def verify(
 @user_errors
 def bench(
     shape: Annotated[list[str] | None, typer.Option("--shape", metavar="T,B,I,H",
-                     help="A shape to time (repeatable). Default: the standard set.")] = None,
+                     help="A shape to time (repeatable). Default: the study layers, then larger ones.")] = None,
     device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda (default every one present).")] = None,
     dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float32, bfloat16, float64.")] = None,
     impl: Annotated[list[str] | None, typer.Option("--impl", help="Implementations to time (default all).")] = None,
     mode: Annotated[list[str] | None, typer.Option("--mode", help="fwd and/or fwdbwd (default both).")] = None,
     reps: Annotated[int, typer.Option("--reps", min=1, help="Timed repetitions (median reported).")] = 7,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 2,
-    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads.")] = None,
+    threads: Annotated[list[int] | None, typer.Option("--threads", min=1,
+                       help="CPU threads (repeatable: each count in turn, in this process).")] = None,
+    pack: Annotated[int, typer.Option("--pack", min=1, metavar="K",
+                    help="Time K members of each shape: the stacked layer (one call) vs K fused calls vs K nn.LSTM "
+                         "calls.")] = 1,
     quick: Annotated[bool, typer.Option("--quick", help="Small shapes, 3 repetitions: a smoke check.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
 ) -> None:
@@ -387,7 +391,7 @@ def bench(
 
     rows = run_bench(shapes=[parse_shape(s) for s in shape] if shape else None, devices=device or None,
                      dtypes=dtype or None, modes=tuple(mode or MODES), impls=impl or None, reps=reps,
-                     warmup=warmup, threads=threads, quick=quick)
+                     warmup=warmup, threads=threads or None, quick=quick, members=pack)
     if json_:
         sys.stdout.write(to_json(rows) + "\n")
     else:
