@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from lstmlab import kernels
 from lstmlab.env import device_name
+from lstmlab.errors import BadValue
 
 Shape = tuple[int, int, int, int]  # (T, B, I, H)
 
@@ -76,7 +77,7 @@ def parse_shape(text: str) -> Shape:
     except ValueError:
         shape = ()
     if len(shape) != 4 or min(shape) < 1:
-        raise ValueError(f"a shape is four positive integers T,B,I,H (e.g. 100,64,64,256), got {text!r}")
+        raise BadValue(f"a shape is four positive integers T,B,I,H (e.g. 100,64,64,256), got {text!r}")
     return shape  # type: ignore[return-value]
 
 
@@ -234,9 +235,9 @@ def run_bench(
     for name, values, valid in choices:
         for value in values:
             if value not in valid:
-                raise ValueError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
+                raise BadValue(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
     if reps < 1 or warmup < 0 or members < 1:
-        raise ValueError("reps and members must be at least 1 and warmup at least 0")
+        raise BadValue("reps and members must be at least 1 and warmup at least 0")
     if quick:
         reps, warmup = min(reps, 3), min(warmup, 1)
     shapes = list(shapes) if shapes else list(QUICK_SHAPES if quick else DEFAULT_SHAPES)

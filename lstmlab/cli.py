@@ -22,6 +22,16 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# typer ≥ 0.20 labels every option with its type, flags included ("--quiet <bool>"), though a flag takes
+# no value: show nothing there for flags.
+if hasattr(typer.core.TyperOption, "display_type_rich"):
+    _display_type_rich = typer.core.TyperOption.display_type_rich
+
+    def _flag_has_no_placeholder(self, ctx):
+        return None if self.is_flag else _display_type_rich(self, ctx)
+
+    typer.core.TyperOption.display_type_rich = _flag_has_no_placeholder
+
 CONFIG_PANEL = "Config"
 OUTPUT_PANEL = "Output"
 RUN_PANEL = "Running"
@@ -39,13 +49,29 @@ def _console(stderr: bool = False):
     """Rich output; wide enough for the tables when it goes to a file or a pipe (rich's default is 80)."""
     from rich.console import Console
 
+    class PipeSafeConsole(Console):
+        def on_broken_pipe(self) -> None:  # rich exits with 1 here; a reader that left is not a failure
+            _stdout_to_devnull()
+
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else 160
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+    return PipeSafeConsole(stderr=stderr, highlight=False, soft_wrap=True, width=width)
+
+
+_DEBUG = {"on": False}  # --debug: show the traceback of bad input too
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", help="Show the traceback of an error in bad input too.")] = False,
+) -> None:
+    _DEBUG["on"] = debug
 
 
 def user_errors(command):
-    """Bad input ends the command with its one-line message on stderr and exit code 2, no traceback."""
+    """Bad input (a UserError) ends the command with its one-line message on stderr and exit code 2, no
+    traceback unless --debug. Any other exception is an internal error: its traceback and exit code 1.
+    Output into a closed pipe (`lstmlab ... | head`) ends the command quietly, not as a failure."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -56,19 +82,31 @@ def user_errors(command):
         try:
             return command(*args, **kwargs)
         except UserError as e:  # escaped: a message may hold brackets, e.g. lstmlab[plot]
+            if _DEBUG["on"]:
+                import traceback
+
+                traceback.print_exc()
             _console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
             raise typer.Exit(2) from None
-        except ValueError as e:  # registries and kernels raise ValueError naming the valid choices
-            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
-            raise typer.Exit(2) from None
+        except BrokenPipeError:
+            _stdout_to_devnull()
+            raise typer.Exit(0) from None
 
     return wrapper
+
+
+def _stdout_to_devnull() -> None:
+    """The reader of stdout went away (`lstmlab ... | head`): what is left goes to /dev/null, and training
+    goes on (Python would otherwise complain at exit)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 @app.command(rich_help_panel="Experiments")
 @user_errors
 def train(
-    config: Annotated[Path, typer.Argument(help="Experiment config (YAML).", show_default=False)],
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="Experiment config (YAML).", show_default=False)],
     set_: SetOption = None,
     sweep: Annotated[
         list[str] | None,
@@ -104,12 +142,14 @@ def train(
 
     Unfinished runs resume from their checkpoints; completed ones are skipped.
     """
-    from lstmlab.config import load_config
+    from lstmlab.config import ignored_keys, load_config
     from lstmlab.packing import parse_pack
 
     pack_size = parse_pack(pack)
     cfg = load_config(config, set_ or [], sweep or [])
     console = _console()
+    for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
+        _console(stderr=True).print(f"note: {note}", markup=False)
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
         from lstmlab.sweep import distinct_points
         from lstmlab.train import resolve_run, run_name
@@ -124,8 +164,10 @@ def train(
             sys.stdout.write(resolved.dump_yaml())
         return
 
+    from lstmlab.files import make_folder
     from lstmlab.sweep import exit_code, run_sweep
 
+    make_folder(runs_dir / cfg.experiment, "--runs-dir")  # before any run: one message, not one per run
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
                              pack=pack_size, argv=sys.argv, log=lambda line: console.print(line, markup=False))
@@ -156,21 +198,21 @@ def generate_data(
     force: Annotated[bool, typer.Option("--force", help="Regenerate even if the dataset exists.")] = False,
 ) -> None:
     """Write a task's dataset: splits, checksums and baselines in <data-dir>/<task>-<hash>/."""
-    import json
-
-    from lstmlab.config import apply_overrides, read_yaml, validate
+    from lstmlab.config import apply_overrides, flag_origins, read_yaml, validate
     from lstmlab.errors import ConfigError
+    from lstmlab.files import read_json
     from lstmlab.tasks.datasets import generate
 
     if (config is None) == (task is None):
         raise ConfigError("give either a CONFIG file or --task NAME (not both)")
     raw = read_yaml(config) if config is not None else {"task": {"name": task}}
-    cfg = validate(apply_overrides(raw, set_ or []), source=str(config) if config else "--task")
+    cfg = validate(apply_overrides(raw, set_ or []), source=str(config) if config else f"--task {task}",
+                   origins=flag_origins(set_ or []))
     tasks = {p.task.model_dump_json(): p.task for p in cfg.runs()}  # a sweep over task keys: each dataset
     console = _console()
     for task_cfg in tasks.values():
         folder = generate(task_cfg, data_dir, force=force)
-        meta = json.loads((folder / "meta.json").read_text())
+        meta = read_json(folder / "meta.json")
         sizes = ", ".join(f"{k} {v}" for k, v in meta["sizes"].items())
         baselines = ", ".join(f"{k} {v:.4g}" for k, v in meta["baselines"].items())
         console.print(f"{folder}: {sizes}; {meta['metric']} baselines: {baselines}")
@@ -229,7 +271,7 @@ def inspect(
                                                     "Default: model.layers.", rich_help_panel=CONFIG_PANEL)] = None,
     format_: Annotated[str, typer.Option("--format", help="table | json.", rich_help_panel=OUTPUT_PANEL)] = "table",
     plot: Annotated[Path | None, typer.Option("--plot", help="Write gradient norm against time step and gate "
-                                                 "saturation to FILE (needs the [plot] extra).",
+                                                 "saturation to FILE (needs the \\[plot] extra).",
                                                  rich_help_panel=OUTPUT_PANEL)] = None,
     data_dir: DataDir = Path("data"),
 ) -> None:

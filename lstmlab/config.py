@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from lstmlab.errors import ConfigError
+from lstmlab import files
+from lstmlab.errors import ConfigError, UserError
+from lstmlab.kernels import BACKEND_NAMES
 from lstmlab.plugins import core_names
+from lstmlab.schema import SEED_MAX, Section
 from lstmlab.tasks import TASKS, valid_tasks
 
 
@@ -30,13 +33,12 @@ def _task_union():
 
 TaskConfigUnion = _task_union()
 
-MODEL_TYPES = core_names(("scratch-lstm", "lstm", "gru", "rnn"))  # built-in, then installed plugin cores
+LSTM_TYPES = ("scratch-lstm", "lstm")  # the types forget_bias applies to
+MODEL_TYPES = core_names((*LSTM_TYPES, "gru", "rnn"))  # built-in, then installed plugin cores
 
 
-class ModelConfig(BaseModel):
+class ModelConfig(Section):
     """The network: input encoder -> recurrent core -> head."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal[MODEL_TYPES] = Field(  # type: ignore[valid-type]
         "scratch-lstm",
@@ -53,7 +55,7 @@ class ModelConfig(BaseModel):
         description="Total parameter count to aim at: hidden_size is derived per type and depth so the "
         "whole model is as close to it as an integer size allows. null: use hidden_size.",
     )
-    backend: Literal["auto", "reference", "fused", "triton"] = Field(
+    backend: Literal[BACKEND_NAMES] = Field(  # type: ignore[valid-type]
         "auto",
         description="scratch-lstm only: the kernel. auto picks the fastest correct one for the device "
         "(and says so when it falls back); the choice is recorded in env.json.",
@@ -77,12 +79,10 @@ class ModelConfig(BaseModel):
     )
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(Section):
     """The training recipe."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, ge=0, description="Seed of model init, batch order and dropout.")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="Seed of model init, batch order and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: cuda when available, else cpu.")
     dtype: Literal["float32", "float64"] = Field("float32", description="Parameter and compute dtype.")
     precision: Literal["fp32", "bf16"] = Field(
@@ -114,13 +114,12 @@ class TrainConfig(BaseModel):
     )
 
 
-class ExperimentConfig(BaseModel):
+class ExperimentConfig(Section):
     """A whole experiment: what to learn, with what, how, and which points to sweep."""
 
-    model_config = ConfigDict(extra="forbid")
-
     experiment: str = Field(
-        "default", description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/."
+        "default", max_length=100,
+        description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/.",
     )
     task: TaskConfigUnion = Field(description="The sequence task; `name` picks it, its keys follow.")  # type: ignore[valid-type]
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network (keys below).")
@@ -184,26 +183,7 @@ def get_dotted(raw: dict, key: str) -> Any:
     return node
 
 
-class _Loader(yaml.SafeLoader):
-    """YAML with 1.2's floats: `3e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
-
-
-def load_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+load_yaml = files.load_yaml
 
 
 def parse_scalar(text: str) -> Any:
@@ -222,11 +202,12 @@ def parse_assignment(text: str, flag: str = "--set") -> tuple[str, str]:
     return key, value
 
 
-def split_sweep_values(text: str) -> list[Any]:
+def split_sweep_values(text: str, key: str = "KEY") -> list[Any]:
     """`--sweep KEY=1,2,3` values: comma-separated YAML scalars."""
     values = [parse_scalar(v.strip()) for v in text.split(",")]
     if any(v == "" for v in values):
-        raise ConfigError(f"empty value in sweep list {text!r}")
+        raise ConfigError(f"--sweep {key}={text}: an empty value in the list; give comma-separated values, "
+                          f"e.g. --sweep {key}=1,2")
     return values
 
 
@@ -270,22 +251,35 @@ def format_error(error: dict, raw: dict) -> str:
         section = _section_model(key, raw)
         valid = f"; valid keys: {', '.join(_schema_keys(section))}" if section else ""
         return f"{key}: unknown key{valid}"
-    if kind == "union_tag_invalid" or kind == "union_tag_not_found":
-        return f"{key}.name: unknown or missing task name; {valid_tasks()}"
+    if kind == "union_tag_invalid":
+        return f"{key}.name: unknown task {error.get('ctx', {}).get('tag')!r}; {valid_tasks()}"
+    if kind == "union_tag_not_found":
+        return f"{key}.name: missing (it picks the task); {valid_tasks()}"
     message = error["msg"].removeprefix("Value error, ")
+    field = re.match(r"(\w+): ", message)
+    if kind == "value_error" and field and _section_model(f"{key}.{field[1]}", raw) is not None:
+        return f"{key}.{message}"  # a section's validator naming one of its keys (lstmlab.schema)
     if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
         message += f" (got {error['input']!r})"
     return f"{key}: {message}"
 
 
-def validate(raw: Any, source: str = "config") -> ExperimentConfig:
+def validate(raw: Any, source: str = "config", origins: dict[str, str] | None = None) -> ExperimentConfig:
+    """Validate a raw config dict. `source` names where it came from; `origins` maps the dotted keys that
+    `--set` and `--sweep` gave to the flag that gave them, so that an error in one is blamed on the flag."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections (experiment, task, model, train, sweep)")
     try:
         config = ExperimentConfig.model_validate(raw)
     except ValidationError as e:
-        errors = [format_error(err, raw) for err in e.errors()]
-        raise ConfigError(f"{source}: " + "; ".join(errors)) from None
+        blamed: dict[str, list[str]] = {}
+        for err in e.errors():
+            message = format_error(err, raw)
+            key = message.split(":", 1)[0]
+            origin = next((flag for k, flag in (origins or {}).items() if key == k or key.startswith(k + ".")),
+                          source)
+            blamed.setdefault(origin, []).append(message)
+        raise ConfigError("; ".join(f"{origin}: {'; '.join(errors)}" for origin, errors in blamed.items())) from None
     for key in config.sweep:
         _check_key_exists(key, raw, source)
     return config
@@ -303,15 +297,12 @@ def _check_key_exists(key: str, raw: dict, source: str) -> None:
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
     try:
-        raw = load_yaml(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raw = files.read_yaml(path)
+    except UserError as e:
+        raise ConfigError(str(e)) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -332,7 +323,7 @@ def apply_overrides(
         raw.setdefault("sweep", {})
         if not isinstance(raw["sweep"], dict):
             raise ConfigError("sweep: expected a mapping of dotted keys to lists")
-        raw["sweep"][key] = split_sweep_values(values)
+        raw["sweep"][key] = split_sweep_values(values, key)
     for text in overrides:
         key, value = parse_assignment(text, "--set")
         set_dotted(raw, key, parse_scalar(value))
@@ -346,7 +337,28 @@ def load_config(
 ) -> ExperimentConfig:
     """Read a YAML config, apply overrides, validate. Raises ConfigError naming the key and what is valid."""
     raw = apply_overrides(read_yaml(path), overrides, sweeps)
-    return validate(raw, source=str(path))
+    return validate(raw, source=str(path), origins=flag_origins(overrides, sweeps))
+
+
+def flag_origins(overrides: tuple[str, ...] | list[str] = (), sweeps: tuple[str, ...] | list[str] = ()) -> dict:
+    """Dotted key -> the `--set` or `--sweep` flag that gave it (for error messages)."""
+    origins = {parse_assignment(text, "--sweep")[0]: f"--sweep {text}" for text in sweeps}
+    origins.update({parse_assignment(text, "--set")[0]: f"--set {text}" for text in overrides})
+    return origins
+
+
+def ignored_keys(cfg: ExperimentConfig) -> list[str]:
+    """Notes on keys this run's config sets that its model type does not use (they are kept, not applied)."""
+    model = cfg.model
+    notes = []
+    if model.forget_bias is not None and model.type not in LSTM_TYPES:
+        notes.append(f"model.forget_bias is ignored for model.type {model.type} (it applies to "
+                     f"{' and '.join(LSTM_TYPES)})")
+    if model.backend != "auto" and model.type != "scratch-lstm":
+        notes.append(f"model.backend is ignored for model.type {model.type} (it applies to scratch-lstm)")
+    if model.nonlinearity != "tanh" and model.type != "rnn":
+        notes.append(f"model.nonlinearity is ignored for model.type {model.type} (it applies to rnn)")
+    return notes
 
 
 # -- the README's config reference, generated from the schema ---------------------------------------

@@ -11,3 +11,10 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A dataset folder that is missing, changed or truncated."""
+
+
+class BadValue(UserError, ValueError):
+    """A value the user gave (a flag's, a config key's) that does not fit; a ValueError to Python callers too.
+
+    Raise it only where the value is the user's: a ValueError from anywhere else is an internal error,
+    which the command line reports with its traceback (exit code 1)."""

@@ -25,6 +25,8 @@ import typing
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 
+from lstmlab.errors import BadValue
+
 TASK_GROUP = "lstmlab.tasks"
 CORE_GROUP = "lstmlab.cores"
 
@@ -99,10 +101,10 @@ def load_core(name: str) -> Callable:
         factory = ep.load()
     except Exception as e:
         report_broken(CORE_GROUP, name, ep, f"{type(e).__name__}: {e}")
-        raise ValueError(f"model.type: {BROKEN[CORE_GROUP][name]}") from None
+        raise BadValue(f"model.type: {BROKEN[CORE_GROUP][name]}") from None
     if not callable(factory):
         report_broken(CORE_GROUP, name, ep, f"{ep.value} is not callable")
-        raise ValueError(f"model.type: {BROKEN[CORE_GROUP][name]}")
+        raise BadValue(f"model.type: {BROKEN[CORE_GROUP][name]}")
     return factory
 
 

@@ -59,8 +59,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from lstmlab import files
 from lstmlab.errors import UserError
 
 STATUSES = ("running", "completed", "failed", "interrupted")
@@ -128,8 +127,12 @@ class RunFolder:
         process, or another block of this one, holds it. The kernel drops the lock if this process dies."""
         import fcntl
 
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        files.make_folder(self.path, "--runs-dir")
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            problem = files.os_problem(e)
+            raise files.UnwritableFolder(f"cannot write into the run folder {self.path}: {problem}") from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -162,7 +165,11 @@ class RunFolder:
         if CONFIG not in present:
             raise RunRefused(f"run folder {self.path} holds {', '.join(present)} but no {CONFIG}, so which "
                              f"config it ran is unknown; {hint}")
-        if self.config() != config:
+        try:
+            saved = self.config()
+        except files.UnreadableFile as e:
+            raise RunRefused(f"{e}; {hint}") from None
+        if saved != config:
             raise RunRefused(f"run folder {self.path} holds a run of a different config; {hint}")
         if self.status() == "completed":
             return "completed"
@@ -172,47 +179,63 @@ class RunFolder:
     def exists(self) -> bool:
         return (self.path / CONFIG).exists()
 
+    # Every read goes through lstmlab.files: a file that cannot be read as what it should be raises
+    # UnreadableFile (a UserError) naming it.
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG).read_text())
+        """config.yaml as a mapping (UnreadableFile when it is not YAML or not a mapping)."""
+        config = files.read_yaml(self.path / CONFIG)
+        if not isinstance(config, dict):
+            raise files.UnreadableFile(self.path / CONFIG, "is not a mapping of sections (a run's config)")
+        return config
 
     def summary(self) -> dict[str, Any] | None:
-        path = self.path / SUMMARY
-        if not path.exists():
-            return None
-        return json.loads(path.read_text())
+        """summary.json, or None when there is none yet."""
+        return self._json(SUMMARY)
 
     def status(self) -> str | None:
         summary = self.summary()
         return summary.get("status") if summary else None
 
     def env(self) -> dict[str, Any] | None:
-        path = self.path / ENV
-        return json.loads(path.read_text()) if path.exists() else None
+        return self._json(ENV)
+
+    def _json(self, name: str) -> dict[str, Any] | None:
+        path = self.path / name
+        if not path.exists():
+            return None
+        value = files.read_json(path)
+        if not isinstance(value, dict):
+            raise files.UnreadableFile(path, "is not a JSON object")
+        return value
 
     def metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
         """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored."""
         path = self.path / name
         if not path.exists():
             return []
-        text = path.read_text()
+        text = files.read_text(path)
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
-        rows = []
-        for row in csv.DictReader(io.StringIO(text)):
-            rows.append({k: _number(v) for k, v in row.items()})
-        return rows
+        try:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+        except csv.Error as e:
+            raise files.UnreadableFile(path, f"is not a CSV table ({e})") from None
 
     def has_checkpoint(self) -> bool:
         return (self.path / CHECKPOINT).exists()
 
     def load_checkpoint(self, map_location: Any = "cpu", *, config: dict[str, Any] | None = None) -> dict[str, Any]:
         """The checkpoint; with `config`, RunRefused unless it was saved under that resolved config."""
-        import torch
-
-        state = torch.load(self.path / CHECKPOINT, map_location=map_location, weights_only=True)
+        path = self.path / CHECKPOINT
+        try:
+            state = files.load_torch(path, map_location)
+        except files.UnreadableFile as e:
+            raise RunRefused(f"{e}; pass --restart to start the run over") from None
+        if not isinstance(state, dict) or "step" not in state:
+            raise RunRefused(f"{path}: not an lstmlab checkpoint (no step); pass --restart to start the run over")
         saved = state.get("config_sha256")
         if config is not None and saved is not None and saved != config_sha256(config):
-            raise RunRefused(f"{self.path / CHECKPOINT} was saved under another config than this run's; "
+            raise RunRefused(f"{path} was saved under another config than this run's; "
                              "pass --restart to start the run over")
         return state
 
@@ -245,8 +268,18 @@ class RunFolder:
         atomic_write_bytes(self.path / CHECKPOINT, buffer.getvalue())
 
     def append_metrics(self, rows: list[dict[str, Any]], columns: list[str], name: str = METRICS) -> None:
-        """Append whole rows (header first if the file is new) and flush them to disk."""
+        """Append whole rows (header first if the file is new) and flush them to disk.
+
+        A column of `columns` or of the rows that the file's header lacks (an edited file, or one an
+        earlier version wrote) is added to the header first, blank in the rows already there: no value
+        is dropped."""
         path = self.path / name
+        wanted = [*columns, *(k for row in rows for k in row)]
+        columns = self.metrics_columns(name) or list(columns)
+        missing = [k for k in wanted if k not in columns]
+        if missing:
+            columns += list(dict.fromkeys(missing))
+            self._rewrite_metrics(name, self.metrics(name), columns)
         new = not path.exists() or path.stat().st_size == 0
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
@@ -260,12 +293,12 @@ class RunFolder:
             os.fsync(f.fileno())
 
     def metrics_columns(self, name: str = METRICS) -> list[str] | None:
+        """The header of metrics.csv (or `name`); None when there is no complete header line."""
         path = self.path / name
         if not path.exists():
             return None
-        with open(path) as f:
-            header = f.readline()
-        return header.strip().split(",") if header.endswith("\n") else None
+        header, newline, _ = files.read_text(path).partition("\n")
+        return header.strip().split(",") if newline else None
 
     def truncate_metrics(self, last_step: int, name: str = METRICS) -> None:
         """Keep only complete rows up to `last_step` (the checkpoint's): what a resumed run will redo goes,
@@ -279,12 +312,15 @@ class RunFolder:
             return
         rows = [row for row in self.metrics(name)
                 if isinstance(row.get("step"), int) and row["step"] <= last_step and row.get("split") != "test"]
+        self._rewrite_metrics(name, rows, columns)
+
+    def _rewrite_metrics(self, name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         for row in rows:
             writer.writerow({k: _format(row.get(k)) for k in columns})
-        atomic_write_text(path, buffer.getvalue())
+        atomic_write_text(self.path / name, buffer.getvalue())
 
     def clear(self) -> None:
         """Remove this run's files (for --restart)."""

@@ -110,7 +110,7 @@ def remove_meta(folder):
         (remove, "test-targets.npy", "missing"),
         (edit_baseline, "meta.json", "changed"),
         (edit_a_checksum, "meta.json", "changed"),
-        (break_json, "meta.json", "not valid JSON"),
+        (break_json, "meta.json", "invalid JSON"),
         (remove_meta, "meta.json", "no meta.json"),
     ],
 )

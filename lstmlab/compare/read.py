@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from lstmlab import files
 from lstmlab.runs import CONFIG, METRICS, SUMMARY, find_runs
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -80,8 +81,8 @@ def read_runs(paths: list[str | Path] | tuple[str | Path, ...]) -> list[RunRecor
 
 def read_run(path: Path) -> RunRecord:
     try:
-        config = yaml.load((path / CONFIG).read_text(), Loader=YAML_LOADER)  # noqa: S506 (a safe loader)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        config = yaml.load(files.read_text(path / CONFIG), Loader=YAML_LOADER)  # noqa: S506 (a safe loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, files.UnreadableFile) as e:
         return RunRecord(path, path.name, None, {}, reason=f"unreadable {CONFIG}: {first_line(e)}")
     if not isinstance(config, dict):
         return RunRecord(path, path.name, None, {}, reason=f"unreadable {CONFIG}: not a mapping of sections")
@@ -120,11 +121,11 @@ TYPE_NAMES = {str: "text", bool: "true or false", int: "an integer", float: "a n
 
 def _read_summary(path: Path) -> tuple[dict | None, str | None]:
     """(summary, reason it cannot be used or None)."""
-    try:
-        text = (path / SUMMARY).read_text()
-    except FileNotFoundError:
+    if not (path / SUMMARY).exists():
         return None, f"no {SUMMARY}: the run never started, or an earlier version wrote no summary"
-    except (OSError, UnicodeDecodeError) as e:
+    try:
+        text = files.read_text(path / SUMMARY)
+    except (OSError, UnicodeDecodeError, files.UnreadableFile) as e:
         return None, f"unreadable {SUMMARY}: {first_line(e)}"
     try:
         summary = json.loads(text)
@@ -200,8 +201,8 @@ def read_metrics(path: Path, metric: str | None) -> tuple[list[tuple[int, float]
     """
     curve: list[tuple[int, float]] = []
     try:
-        text = (path / METRICS).read_text()
-    except (OSError, UnicodeDecodeError):
+        text = files.read_text(path / METRICS)
+    except (OSError, UnicodeDecodeError, files.UnreadableFile):
         return curve, None, None
     text = text[: text.rfind("\n") + 1]
     reader = csv.reader(io.StringIO(text))

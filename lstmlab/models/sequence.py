@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lstmlab.config import ModelConfig
+from lstmlab.errors import BadValue
 from lstmlab.tasks.base import TaskSpec
 
 
@@ -41,6 +42,7 @@ CORES: dict[str, Callable[[int, ModelConfig], nn.Module]] = {
     "gru": _torch_core(nn.GRU),
     "rnn": _torch_core(nn.RNN),
 }
+
 LSTM_TYPES = ("scratch-lstm", "lstm")
 
 
@@ -61,9 +63,9 @@ class SequenceModel(nn.Module):
         self.head = nn.Linear(cfg.hidden_size, spec.output_size)
         if cfg.tie_weights:
             if spec.input_kind != "tokens" or spec.output_size != spec.input_size:
-                raise ValueError("model.tie_weights needs a token task that predicts tokens of the same vocabulary")
+                raise BadValue("model.tie_weights needs a token task that predicts tokens of the same vocabulary")
             if core_input != cfg.hidden_size:
-                raise ValueError("model.tie_weights needs model.embedding_dim equal to model.hidden_size")
+                raise BadValue("model.tie_weights needs model.embedding_dim equal to model.hidden_size")
             self.head.weight = self.encoder.weight
         if cfg.forget_bias is not None and cfg.type in LSTM_TYPES:
             init_forget_bias(self.core, cfg.forget_bias)

@@ -17,21 +17,21 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from lstmlab.schema import SEED_MAX, Section
 
 SPLITS = ("train", "val", "test")
 
 
-class TaskConfig(BaseModel):
+class TaskConfig(Section):
     """Keys every task has. A task's own Config subclasses this and adds its keys."""
-
-    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(description="Task registry name.")
     n_train: int = Field(10_000, ge=1, description="Sequences (or windows) in the training split.")
     n_val: int = Field(1_000, ge=1, description="Sequences in the validation split.")
     n_test: int = Field(1_000, ge=1, description="Sequences in the test split.")
-    seed: int = Field(1234, ge=0, description="Seed of the data generator (independent of train.seed).")
+    seed: int = Field(1234, ge=0, le=SEED_MAX, description="Seed of the data generator (independent of train.seed).")
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}

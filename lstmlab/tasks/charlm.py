@@ -41,6 +41,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+import lstmlab.files
 from lstmlab.errors import DataError
 from lstmlab.tasks.base import Splits, Task, TaskConfig, TaskSpec
 
@@ -78,17 +79,40 @@ def text_files(patterns: list[str]) -> list[Path]:
         if not matches:
             raise DataError(f"task.text: {pattern!r} matches no file or folder")
         for match in matches:
-            files.update(p for p in match.rglob("*") if p.is_file()) if match.is_dir() else files.add(match)
+            if match.is_dir():
+                files.update(p for p in match.rglob("*") if p.is_file())  # a FIFO or device below is skipped
+                continue
+            try:
+                lstmlab.files.check_regular(match)  # a device (/dev/zero) never ends, a FIFO blocks
+            except lstmlab.files.UnreadableFile as e:
+                raise DataError(f"task.text: {e}") from None
+            files.add(match)
     return sorted(files, key=lambda p: p.as_posix())
 
 
+UNDECODABLE_SHARE = 0.01  # more U+FFFD than this (bytes that are not UTF-8) and a file is not taken as text
+
+
 def read_text(files: list[Path], n_chars: int) -> tuple[str, list[Path]]:
-    """Join files (newline-separated) until `n_chars` characters are read; return the text and files used."""
+    """Join files (newline-separated) until `n_chars` characters are read; return the text and files used.
+
+    Each file is read only as far as needed (a UTF-8 character is at most 4 bytes). A file with a NUL byte,
+    or with more than 1% of bytes that are not UTF-8 (they become U+FFFD), is refused as not text."""
     parts, used, total = [], [], 0
     for path in files:
         if total >= n_chars:
             break
-        part = path.read_text(encoding="utf-8", errors="replace") + "\n"
+        limit = 4 * (n_chars - total) + 4
+        try:
+            data = lstmlab.files.read_bytes(path, limit)
+        except lstmlab.files.UnreadableFile as e:
+            raise DataError(f"task.text: {e}") from None
+        part = data.decode("utf-8", errors="replace")
+        if "\0" in part or part.count("\ufffd") > UNDECODABLE_SHARE * len(part):
+            raise DataError(f"task.text: {path} is not text (NUL bytes, or more than 1% of it is not UTF-8): "
+                            "list text files, or a glob such as corpus/**/*.txt")
+        if len(data) < limit:  # the whole file: the newline that joins it to the next
+            part += "\n"
         parts.append(part)
         used.append(path)
         total += len(part)

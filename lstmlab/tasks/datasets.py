@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from lstmlab import files
 from lstmlab.errors import DataError
 from lstmlab.tasks import SPLITS, TaskConfig, TaskSpec, make_task
 
@@ -43,10 +44,14 @@ def dataset_dir(cfg: TaskConfig, data_dir: str | Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    files.check_regular(path)
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as e:
+        raise files.UnreadableFile(path, f"cannot be read ({files.os_problem(e)})") from None
     return digest.hexdigest()
 
 
@@ -78,16 +83,19 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False, log=
     if folder.exists() and not force:
         verify(cfg, folder)
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with _generation_lock(folder):
-        if folder.exists() and not force:  # another process wrote it while this one waited
-            verify(cfg, folder)
-            return folder
-        for leftover in folder.parent.glob(f".{folder.name}-*"):  # no generation of it runs but this one
-            shutil.rmtree(leftover, ignore_errors=True)
-        if log is not None:
-            log(f"generating dataset {folder} ...")
-        _write(cfg, folder)
+    files.make_folder(folder.parent, "--data-dir")
+    try:
+        with _generation_lock(folder):
+            if folder.exists() and not force:  # another process wrote it while this one waited
+                verify(cfg, folder)
+                return folder
+            for leftover in folder.parent.glob(f".{folder.name}-*"):  # no generation of it runs but this one
+                shutil.rmtree(leftover, ignore_errors=True)
+            if log is not None:
+                log(f"generating dataset {folder} ...")
+            _write(cfg, folder)
+    except OSError as e:  # a full disk, a name too long for the file system, ...
+        raise files.UnwritableFolder(f"cannot write the dataset {folder}: {files.os_problem(e)}") from None
     return folder
 
 
@@ -152,9 +160,9 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
             f"dataset {folder} has no meta.json (incomplete or not a dataset); {regenerate_hint(cfg, folder)}"
         )
     try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{meta_path} is not valid JSON ({e}); {regenerate_hint(cfg, folder)}") from None
+        meta = files.read_json(meta_path)
+    except files.UnreadableFile as e:
+        raise DataError(f"{e}; {regenerate_hint(cfg, folder)}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise DataError(
@@ -171,7 +179,7 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
         path = folder / name
         if not path.exists():
             raise DataError(f"dataset file {path} is missing; {regenerate_hint(cfg, folder)}")
-        if _sha256(path) != expected:
+        if _checked_sha256(cfg, folder, path) != expected:
             raise DataError(
                 f"dataset file {path} was changed or truncated (sha256 differs from meta.json); "
                 f"{regenerate_hint(cfg, folder)}"
@@ -181,10 +189,17 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
         if not path.is_file():
             raise DataError(f"source file {path} of dataset {folder} is missing (the dataset was made from it; "
                             f"a relative path is read from the current folder); {regenerate_hint(cfg, folder)}")
-        if _sha256(path) != expected:
+        if _checked_sha256(cfg, folder, path) != expected:
             raise DataError(f"source file {path} changed since dataset {folder} was made from it (sha256 differs "
                             f"from meta.json); {regenerate_hint(cfg, folder)}")
     return meta
+
+
+def _checked_sha256(cfg: TaskConfig, folder: Path, path: Path) -> str:
+    try:
+        return _sha256(path)
+    except files.UnreadableFile as e:
+        raise DataError(f"{e}; {regenerate_hint(cfg, folder)}") from None
 
 
 @dataclass
@@ -193,6 +208,11 @@ class Dataset:
     meta: dict[str, Any]
     spec: TaskSpec
     splits: dict[str, dict[str, np.ndarray]]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of every split's arrays."""
+        return sum(array.nbytes for arrays in self.splits.values() for array in arrays.values())
 
 
 def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True, log=print) -> Dataset:
@@ -207,9 +227,8 @@ def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True
     for name in meta["files"]:
         split, array_name = name.removesuffix(".npy").split("-", 1)
         try:
-            splits[split][array_name] = np.load(folder / name, allow_pickle=False)
-        except ValueError as e:
-            hint = regenerate_hint(cfg, folder)
-            raise DataError(f"dataset file {folder / name} cannot be read ({e}); {hint}") from None
+            splits[split][array_name] = files.load_npy(folder / name)
+        except files.UnreadableFile as e:
+            raise DataError(f"{e}; {regenerate_hint(cfg, folder)}") from None
     spec = make_task(cfg).spec(meta["info"])
     return Dataset(folder=folder, meta=meta, spec=spec, splits=splits)

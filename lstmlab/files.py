@@ -1,0 +1,184 @@
+"""Reading files: every file lstmlab reads (configs, run folders' summaries, metrics, checkpoints and
+env.json, datasets' meta.json and arrays, text sources) comes through here, so that whatever is wrong with
+one — missing, unreadable, a folder, a device or FIFO, binary, truncated, malformed — is an UnreadableFile
+that names it, and the command line says so in one line with exit code 2.
+
+    read_bytes(path, limit=None)   regular files only (never blocks on a FIFO, never reads /dev/zero)
+    read_text(path)                UTF-8, no NUL bytes
+    read_yaml(path) / load_yaml(text)   YAML 1.2 floats (3e-4 is a number), duplicate keys refused
+    read_json(path)                JSON
+    load_npy(path)                 a .npy array, no pickles
+    load_torch(path, map_location) a torch.save file, weights only
+
+and every folder it writes into is made by `make_folder`, which says which folder cannot be made or
+written, and which flag chose it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lstmlab.errors import UserError
+
+
+class UnreadableFile(UserError):
+    """A file that cannot be read as what it should be; `path` is the file and the message names it."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+        self.problem = problem
+
+
+class UnwritableFolder(UserError):
+    """A folder lstmlab must write into cannot be made or written; the message names it and the flag."""
+
+
+def make_folder(path: str | Path, flag: str = "") -> Path:
+    """Make `path` (and its parents) unless it exists, and check that it can be written."""
+    path = Path(path)
+    where = f" (chosen by {flag})" if flag else ""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        culprit = f": {e.filename}" if e.filename and str(e.filename) != str(path) else ""
+        raise UnwritableFolder(f"cannot make the folder {path}{where}: {os_problem(e)}{culprit}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UnwritableFolder(f"cannot write into the folder {path}{where}: permission denied")
+    return path
+
+
+_KINDS = {stat.S_ISDIR: "a folder", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+          stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
+
+
+def os_problem(error: OSError) -> str:
+    """'No such file or directory' and the like: the part of an OSError that is not the path."""
+    return error.strerror or type(error).__name__
+
+
+def check_regular(path: str | Path) -> os.stat_result:
+    """The stat of `path`, which must exist and be a regular file (following symlinks)."""
+    try:
+        info = os.stat(path)
+    except OSError as e:
+        raise UnreadableFile(path, f"cannot be read ({os_problem(e)})") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a regular file")
+        raise UnreadableFile(path, f"is {kind}, not a file")
+    return info
+
+
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The file's bytes (its first `limit` bytes when given)."""
+    check_regular(path)
+    try:
+        with open(path, "rb") as f:
+            return f.read() if limit is None else f.read(limit)
+    except OSError as e:
+        raise UnreadableFile(path, f"cannot be read ({os_problem(e)})") from None
+
+
+def decode(path: str | Path, data: bytes) -> str:
+    """Strict UTF-8 without NUL bytes: a binary file is refused, not read as noise."""
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise UnreadableFile(path, f"is not a text file (a NUL byte at offset {nul}: binary data?)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UnreadableFile(path, f"is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}: "
+                                   "binary data, or another encoding?)") from None
+
+
+def read_text(path: str | Path) -> str:
+    return decode(path, read_bytes(path))
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML with 1.2's floats (`3e-4` is a number; PyYAML's YAML 1.1 reads it as a string), and no key twice
+    in one mapping (where YAML 1.1 loaders let the last one silently win)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML text (yaml.YAMLError when it is not YAML)."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def yaml_problem(error: yaml.YAMLError) -> str:
+    """'invalid YAML at line 3, column 5: found duplicate key ...' from a YAML error."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"invalid YAML{where}: {problem}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    try:
+        return load_yaml(read_text(path))
+    except yaml.YAMLError as e:
+        raise UnreadableFile(path, yaml_problem(e)) from None
+
+
+def read_json(path: str | Path) -> Any:
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise UnreadableFile(path, f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+
+
+def load_npy(path: str | Path):
+    import numpy as np
+
+    check_regular(path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise UnreadableFile(path, f"cannot be read as a .npy array ({str(e).splitlines()[0]})") from None
+
+
+def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
+    import pickle
+
+    import torch
+
+    check_regular(path)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+        raise UnreadableFile(path, f"cannot be read as a checkpoint (truncated or not one: "
+                                   f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
