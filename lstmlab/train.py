@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from lstmlab import kernels
+from lstmlab import kernels, memory
 from lstmlab.config import ExperimentConfig, get_dotted
 from lstmlab.env import environment
 from lstmlab.errors import UserError
@@ -297,6 +297,7 @@ def train_pack(
 def restore(claimed: list[tuple[ExperimentConfig, RunFolder, str]], task, dataset, argv, log) -> Pack:
     first = claimed[0][0]
     device = pick_device(first.train.device)
+    memory.check_run(first, dataset, device, members=len(claimed))  # before allocating: TooBig names the keys
     if first.train.threads:
         torch.set_num_threads(first.train.threads)
     if first.train.precision == "bf16" and device.type != "cuda":

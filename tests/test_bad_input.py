@@ -193,6 +193,10 @@ CASES = {
     "cuda without CUDA": flags("--set", "train.device=cuda", named=("train.device",)),
     "bf16 on CPU": flags("--set", "train.precision=bf16", "--set", "train.device=cpu", named=("train.precision",)),
     "tied weights on a real-valued task": flags("--set", "model.tie_weights=true", named=("model.tie_weights",)),
+    "a model too big for memory": flags("--set", "model.hidden_size=65536", "--set", "model.layers=16",
+                                        named=("model.hidden_size=65536", "model.layers=16", "needs about")),
+    "a dataset too big for memory": flags("--set", "task.seq_len=1000000", "--set", "task.n_train=100000", named=(
+        "task.seq_len=1000000", "task.n_train=100000", "generating them about")),
     # files a config points at, or that a run folder or dataset holds
     "task.text is /dev/zero": charlm_text("device"),
     "task.text is a FIFO": charlm_text("fifo"),

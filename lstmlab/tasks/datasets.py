@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lstmlab import files
+from lstmlab import files, memory
 from lstmlab.errors import DataError
 from lstmlab.tasks import SPLITS, TaskConfig, TaskSpec, make_task
 
@@ -91,6 +91,7 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False, log=
                 return folder
             for leftover in folder.parent.glob(f".{folder.name}-*"):  # no generation of it runs but this one
                 shutil.rmtree(leftover, ignore_errors=True)
+            memory.check_dataset(cfg)
             if log is not None:
                 log(f"generating dataset {folder} ...")
             _write(cfg, folder)
