@@ -44,6 +44,8 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
+from lstmlab.env import cpu_model
+
 LOOP_CHOICES = ("auto", "cpp", "python")
 SCHEDULES = ("auto", "sequences", "steps")
 
@@ -238,17 +240,6 @@ def _cpu_flags() -> list[str]:
     return ["-march=native"] if platform.machine() in ("x86_64", "AMD64", "aarch64") else []
 
 
-def _cpu_model() -> str:
-    """The CPU's model name and feature flags (virtual machines often share one generic model name)."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    model = next((line for line in lines if line.startswith("model name")), "")
-    flags = next((line for line in lines if line.startswith("flags")), "")
-    return f"{model}\n{flags}" if model or flags else platform.processor()
-
-
 def _say(message: str) -> None:
     """One plain line on stderr: a notice for the person running lstmlab, not a warning with a file:line."""
     print(f"lstmlab: {message}", file=sys.stderr, flush=True)
@@ -264,7 +255,7 @@ def _build_dir() -> Path:
     flags = _CPP_FLAGS + _cpu_flags()
     key = hashlib.sha256(
         b"\0".join([_CPP_SOURCE.read_bytes(), " ".join(flags).encode(), torch.__version__.encode(),
-                    _cpu_model().encode()])
+                    cpu_model().encode()])
     ).hexdigest()[:16]  # fmt: skip
     return _cache_dir() / f"cpu_loop-{key}"
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lstmlab.config import ModelConfig
+from lstmlab.config import LSTM_TYPES, ModelConfig
 from lstmlab.errors import BadValue
 from lstmlab.tasks.base import TaskSpec
 
@@ -42,8 +42,6 @@ CORES: dict[str, Callable[[int, ModelConfig], nn.Module]] = {
     "gru": _torch_core(nn.GRU),
     "rnn": _torch_core(nn.RNN),
 }
-
-LSTM_TYPES = ("scratch-lstm", "lstm")
 
 
 class SequenceModel(nn.Module):
