@@ -396,6 +396,7 @@ def export_tensorboard(
 
 
 @app.command(rich_help_panel="Checks")
+@user_errors
 def verify(
     dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float64 and/or float32 (default both).")] = None,
     device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda (default every one present).")] = None,

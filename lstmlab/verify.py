@@ -35,6 +35,7 @@ from rich.table import Table
 from torch import Tensor, nn
 
 from lstmlab import kernels
+from lstmlab.errors import BadValue
 from lstmlab.models.lstm import LSTM
 
 TOLERANCES: dict[str, float] = {"float64": 1e-10, "float32": 1e-5}
@@ -95,10 +96,10 @@ def verify(
         devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
     for dtype in dtypes:
         if dtype not in TOLERANCES:
-            raise ValueError(f"unsupported dtype {dtype!r} for verify; valid dtypes: {', '.join(TOLERANCES)}")
+            raise BadValue(f"--dtype: unsupported dtype {dtype!r} for verify; valid dtypes: {', '.join(TOLERANCES)}")
     for name in backends or ():
         if name not in kernels.BACKENDS:
-            raise ValueError(f"unknown LSTM backend {name!r}; valid backends: {', '.join(kernels.BACKENDS)}")
+            raise BadValue(f"unknown LSTM backend {name!r}; valid backends: {', '.join(kernels.BACKENDS)}")
 
     rows = []
     for device in devices:

@@ -75,9 +75,9 @@ def assert_consistent(run: RunFolder) -> None:
     assert (keys.count((step, "test")) == 1) == (summary["status"] == "completed")
 
 
-@pytest.mark.parametrize("jobs", ["1", "2"])
-def test_two_trains_of_one_config_at_once_train_each_run_once(tmp_path, jobs):
-    args = sweep_args(tmp_path, {"model.layers": [1, 2]}, {"steps": 100, "eval_every": 20}, "--jobs", jobs)
+def test_two_trains_of_one_config_at_once_train_each_run_once(tmp_path):
+    """`lstmlab train ... --jobs 2 & lstmlab train ... --jobs 2`: every run is trained once, by one of them."""
+    args = sweep_args(tmp_path, {"model.layers": [1, 2]}, {"steps": 100, "eval_every": 20}, "--jobs", "2")
     first, second = start(args), start(args)
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0], outputs
@@ -131,10 +131,14 @@ def test_kill_9_of_the_parent_ends_its_workers_and_a_rerun_resumes_without_doubl
     assert long.status() == "interrupted" and long.summary()["signal"] == "SIGTERM"
     assert_consistent(long)
     stopped_at = long.load_checkpoint()["step"]
-    rerun = start(args, {"LSTMLAB_TEST_SIGNAL": f"INT@step={stopped_at + 10}@{long.path.name}"})
-    output, _ = rerun.communicate(timeout=300)
-    assert rerun.returncode == 130, output
-    assert "L1-lstm-s0-steps10: skipped (already completed)" in output
+    os.environ["LSTMLAB_TEST_SIGNAL"] = f"INT@step={stopped_at + 10}@{long.path.name}"
+    try:  # the same command again (one job at a time, in this process): it resumes, and stops 10 steps later
+        rerun = CliRunner().invoke(app, [*args[: args.index("--jobs")], "--jobs", "1"])
+    finally:
+        del os.environ["LSTMLAB_TEST_SIGNAL"]
+    assert rerun.exit_code == 130, rerun.output
+    assert f"resuming at step {stopped_at}" in rerun.output
+    assert "L1-lstm-s0-steps10: skipped (already completed)" in rerun.output
     assert long.load_checkpoint()["step"] == stopped_at + 10 and long.summary()["signal"] == "SIGINT"
     assert_consistent(long)
 

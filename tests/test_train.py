@@ -151,9 +151,19 @@ def _fresh_rows(tmp_path: Path, config: Path) -> list[dict]:
     return metric_values(fresh.path)
 
 
-@pytest.mark.parametrize("name, stopped_at", [("KILL", 100), ("INT", 150), ("TERM", 150)])
+def _rerun(args: list[str]):
+    """The same command again, in this process (nothing here needs a signal)."""
+    from typer.testing import CliRunner
+
+    from lstmlab.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.mark.parametrize("name, stopped_at", [("KILL", 100), ("TERM", 150)])
 def test_a_signal_at_step_n_and_the_same_command_resumes_with_identical_metrics(tmp_path, name, stopped_at):
-    """kill -9 loses the steps since the last evaluation; Ctrl-C and SIGTERM finish the step and save it."""
+    """kill -9 loses the steps since the last evaluation; SIGTERM (like Ctrl-C, tested in test_sweep)
+    finishes the step and saves it."""
     args, config, run = _tiny_cli(tmp_path, {"steps": 300, "eval_every": 100})
     proc = _lstmlab(*args, env={"LSTMLAB_TEST_SIGNAL": f"{name}@step=150"})
     _, err = proc.communicate(timeout=300)
@@ -166,10 +176,9 @@ def test_a_signal_at_step_n_and_the_same_command_resumes_with_identical_metrics(
         assert summary["status"] == "interrupted" and summary["signal"] == f"SIG{name}" and summary["step"] == 150
     assert run.load_checkpoint()["step"] == stopped_at
 
-    resumed = _lstmlab(*args)
-    output, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, output + err
-    assert f"resuming at step {stopped_at}" in output
+    resumed = _rerun(args)
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resuming at step {stopped_at}" in resumed.output
     assert run.status() == "completed"
     rows = metric_values(run.path)
     keys = [(r["step"], r["split"]) for r in rows]
@@ -185,17 +194,15 @@ def test_a_kill_at_the_completion_step_leaves_one_test_row_after_the_rerun(tmp_p
     assert run.status() == "running"  # killed after the test row, before the summary: not completed
     assert [r["split"] for r in metric_values(run.path)].count("test") == 1
 
-    rerun = _lstmlab(*args)
-    output, err = rerun.communicate(timeout=300)
-    assert rerun.returncode == 0, output + err
-    assert "resuming at step 20" in output
+    rerun = _rerun(args)
+    assert rerun.exit_code == 0, rerun.output
+    assert "resuming at step 20" in rerun.output
     assert run.status() == "completed"
     rows = metric_values(run.path)
     assert [r["split"] for r in rows].count("test") == 1
     assert rows == _fresh_rows(tmp_path, config)
-    again = _lstmlab(*args)
-    output, _ = again.communicate(timeout=300)
-    assert again.returncode == 0 and "L1-lstm-s0: skipped (already completed)" in output
+    again = _rerun(args)
+    assert again.exit_code == 0 and "L1-lstm-s0: skipped (already completed)" in again.output
     assert metric_values(run.path) == rows
 
 
