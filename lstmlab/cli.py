@@ -267,6 +267,8 @@ def inspect(
                                        "test.", rich_help_panel=CONFIG_PANEL)] = "val",
     batch: Annotated[int, typer.Option("--batch", help="How many sequences of the split.",
                                        rich_help_panel=CONFIG_PANEL)] = 256,
+    weights: Annotated[str, typer.Option("--weights", help="auto (a completed run's best weights, else its "
+                                         "latest checkpoint) | best | latest.", rich_help_panel=CONFIG_PANEL)] = "auto",
     by: Annotated[list[str] | None, typer.Option("--by", help="Config key(s) to group a folder of runs by. "
                                                     "Default: model.layers.", rich_help_panel=CONFIG_PANEL)] = None,
     format_: Annotated[str, typer.Option("--format", help="table | json.", rich_help_panel=OUTPUT_PANEL)] = "table",
@@ -277,8 +279,8 @@ def inspect(
 ) -> None:
     """Look inside trained runs: the gradient reaching each time step and layer, and gate saturation.
 
-    A completed run is read at its best weights, any other at its latest checkpoint. Nothing is written
-    to the run folders.
+    A completed run is read at its best weights, any other at its latest checkpoint (--weights picks).
+    Nothing is written to the run folders.
     """
     from lstmlab.errors import UserError
     from lstmlab.inspect import inspect_run, inspect_runs
@@ -294,10 +296,10 @@ def inspect(
         raise UserError(f"no such path: {', '.join(missing)}")
     log = _console(stderr=True).print
     if len(paths) == 1 and (paths[0] / "config.yaml").exists():
-        result = inspect_run(paths[0], split=split, batch=batch, data_dir=data_dir, log=log)
+        result = inspect_run(paths[0], split=split, batch=batch, weights=weights, data_dir=data_dir, log=log)
     else:
         result = inspect_runs(paths, by=tuple(by or ("model.layers",)), split=split, batch=batch,
-                              data_dir=data_dir, log=log)
+                              weights=weights, data_dir=data_dir, log=log)
     output = render(result, format_)
     if isinstance(output, str):
         sys.stdout.write(output + "\n")

@@ -34,6 +34,7 @@ from lstmlab.errors import UserError
 from lstmlab.runs import RunFolder, find_runs
 
 SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
+WEIGHTS = ("auto", "best", "latest")  # auto: best for a completed run, else the latest checkpoint
 SIGMOID_SATURATED = 0.05  # σ < 0.05 or σ > 0.95
 TANH_SATURATED = 0.95  # |tanh| > 0.95
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -108,12 +109,14 @@ def activation_stats(h, nonlinearity: str) -> dict[str, Any]:
 # -- one run folder ------------------------------------------------------------------------------------
 
 
-def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, data_dir: str | Path = "data",
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, weights: str = "auto",
+                data_dir: str | Path = "data", log: Callable[[str], None] = print) -> dict[str, Any]:
     """The gradient flow and gates of a run folder on the first `batch` sequences of `split`.
 
-    Uses the run's best-by-validation weights when it completed, else its latest checkpoint (a run still
-    training, interrupted or failed); `weights` in the result says which, and from which step.
+    weights="auto" uses the run's best-by-validation weights when it completed, else its latest checkpoint
+    (a run still training, interrupted or failed); "best" and "latest" ask for one of them (the best so
+    far, or the last weights a completed run trained to). `weights` in the result says which, and from
+    which step.
     """
     import torch
 
@@ -122,7 +125,7 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, dat
     from lstmlab.tasks import make_task
     from lstmlab.tasks.datasets import load as load_dataset
 
-    check_options(split, batch)
+    check_options(split, batch, weights)
     folder = RunFolder(path)
     cfg = read_config(folder)
     try:
@@ -130,7 +133,7 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, dat
     except (OSError, ValueError) as e:  # ValueError: not JSON, not text
         raise UserError(f"{folder.path / 'summary.json'} cannot be read: {str(e).splitlines()[0]}") from None
     status = (summary or {}).get("status")
-    state, weights = pick_weights(folder, status)
+    state, used = pick_weights(folder, status, weights)
 
     dataset = load_dataset(cfg.task, data_dir, log=log)
     model_cfg = cfg.model
@@ -154,7 +157,7 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, dat
         "core": result.kind,
         "num_layers": cfg.model.layers,
         "hidden_size": cfg.model.hidden_size,
-        "weights": weights,
+        "weights": used,
         "split": split,
         "batch": n,
         "seq_len": result.x.shape[0],
@@ -163,9 +166,11 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, dat
     }
 
 
-def check_options(split: str, batch: int) -> None:
+def check_options(split: str, batch: int, weights: str = "auto") -> None:
     from lstmlab.tasks import SPLITS
 
+    if weights not in WEIGHTS:
+        raise UserError(f"--weights: unknown choice {weights!r}; valid: {', '.join(WEIGHTS)}")
     if split not in SPLITS:
         raise UserError(f"--split: unknown split {split!r}; valid splits: {', '.join(SPLITS)}")
     if batch < 1:
@@ -185,8 +190,9 @@ def read_config(folder: RunFolder):
     return validate(raw, source=str(folder.path / "config.yaml"))
 
 
-def pick_weights(folder: RunFolder, status: str | None) -> tuple[dict, dict[str, Any]]:
-    """(state_dict, which weights): the best-by-validation weights of a completed run, else the latest checkpoint."""
+def pick_weights(folder: RunFolder, status: str | None, choice: str = "auto") -> tuple[dict, dict[str, Any]]:
+    """(state_dict, which weights): for "auto", the best-by-validation weights of a completed run, else the
+    latest checkpoint; "best" or "latest" as asked."""
     checkpoint = folder.path / "checkpoint.pt"
     if not folder.has_checkpoint():
         raise UserError(f"{folder.path}: no checkpoint.pt yet (status {status or 'unknown'}); a run writes its "
@@ -196,7 +202,10 @@ def pick_weights(folder: RunFolder, status: str | None) -> tuple[dict, dict[str,
     except Exception as e:  # truncated, not a torch file, written by another version
         raise UserError(f"{checkpoint} cannot be read: {str(e).splitlines()[0]}") from None
     best = ckpt.get("best") or {}
-    if status == "completed" and best.get("model") is not None:
+    if choice == "best" and best.get("model") is None:
+        raise UserError(f"{checkpoint}: no best weights in it (written by a version that kept none); "
+                        "use --weights latest")
+    if choice == "best" or (choice == "auto" and status == "completed" and best.get("model") is not None):
         return best["model"], {"source": "best", "step": best.get("step"), "status": status,
                                "checkpoint_step": ckpt.get("step")}
     return ckpt["model"], {"source": "latest checkpoint", "step": ckpt.get("step"), "status": status,
@@ -207,7 +216,7 @@ def pick_weights(folder: RunFolder, status: str | None) -> tuple[dict, dict[str,
 
 
 def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layers",), split: str = SPLIT,
-                 batch: int = BATCH, data_dir: str | Path = "data",
+                 batch: int = BATCH, weights: str = "auto", data_dir: str | Path = "data",
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every run folder at or below `paths`, grouped by the dotted config keys `by`.
 
@@ -218,7 +227,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     """
     from lstmlab.compare import check_keys, dotted, hashable, order
 
-    check_options(split, batch)
+    check_options(split, batch, weights)
     by = tuple(by) or ("model.layers",)
     folders = find_runs(list(paths))
     if not folders:
@@ -239,7 +248,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
             skipped.append({"path": str(path), "reason": f"config has no {', '.join(by)}"})
             continue
         try:
-            run = inspect_run(path, split=split, batch=batch, data_dir=data_dir, log=log)
+            run = inspect_run(path, split=split, batch=batch, weights=weights, data_dir=data_dir, log=log)
         except UserError as e:
             skipped.append({"path": str(path), "reason": str(e)})
             continue

@@ -98,9 +98,10 @@ def headline(run: dict[str, Any]) -> str:
 
 def describe_weights(run: dict[str, Any]) -> str:
     w = run["weights"]
+    status = w["status"] or "without a summary"
     if w["source"] == "best":
-        return f"best weights (from step {w['step']}; run completed at step {w['checkpoint_step']})"
-    return f"latest checkpoint (step {w['step']}; run {w['status'] or 'without a summary'})"
+        return f"best weights (from step {w['step']}; run {status} at step {w['checkpoint_step']})"
+    return f"latest checkpoint (step {w['step']}; run {status})"
 
 
 def _ratio(value: float | None) -> str:

@@ -174,12 +174,31 @@ def test_inspects_a_run_while_it_trains(trained, tmp_path):
         proc.wait(60)
 
 
+def test_weights_option_picks_best_or_last(trained):
+    """A completed run: --weights latest reads the weights it ended with, best (the default) those it was tested
+    with; the two differ here, and so do the gradients."""
+    run = trained / "runs" / "tiny" / "L2-lstm-s0"
+    best_step = RunFolder(run).summary()["best_step"]
+    assert best_step != 12  # else the test could not tell the two apart
+    results = {}
+    for choice in ("auto", "best", "latest"):
+        result = invoke(trained, str(run), "--format", "json", "--weights", choice)
+        assert result.exit_code == 0, result.output
+        results[choice] = json.loads(result.output)
+    assert results["auto"]["weights"]["source"] == results["best"]["weights"]["source"] == "best"
+    assert results["best"]["weights"]["step"] == best_step
+    assert results["latest"]["weights"] == {"source": "latest checkpoint", "step": 12, "status": "completed",
+                                            "checkpoint_step": 12}
+    assert results["auto"]["grad_x"] == results["best"]["grad_x"] != results["latest"]["grad_x"]
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["{runs}/tiny/L1-lstm-s0", "--split", "dev"], "--split: unknown split 'dev'; valid splits: train, val, test"),
         (["{runs}/tiny/L1-lstm-s0", "--batch", "0"], "--batch: must be at least 1"),
         (["{runs}/tiny/L1-lstm-s0", "--format", "csv"], "--format: unknown format 'csv'"),
+        (["{runs}/tiny/L1-lstm-s0", "--weights", "final"], "--weights: unknown choice 'final'; valid: auto, best"),
         (["{data}"], "no run folders under {data}"),
         (["{runs}/nowhere"], "no such path: {runs}/nowhere"),
         (["{runs}", "--by", "model.layerz"], "--by model.layerz: not a config key of these runs"),
