@@ -1,0 +1,266 @@
+"""Executors, with the real libraries: local processes, submitit (clusters debug and local) and a real local
+Ray instance run one small float64 CPU sweep into the same run folders with the same numbers as a plain
+in-process loop; a failing unit is reported while the others complete; a worker killed mid-run is run again
+and resumes from its checkpoint; a submitit job preempted mid-run checkpoints at a step boundary, is
+requeued and resumes there; bad options are refused with a message that names them."""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import math
+import os
+import shutil
+import signal
+import stat
+import sys
+import tempfile
+from pathlib import Path
+
+import cloudpickle
+import pytest
+
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a single-node Ray on the loopback address
+import ray  # noqa: E402
+from conftest import TINY, write_config
+
+import lstmlab.train
+from lstmlab import sweep
+from lstmlab.config import load_config
+from lstmlab.errors import UserError
+from lstmlab.executors import Finished, make_executor
+from lstmlab.tasks.datasets import generate
+from lstmlab.train import run_name
+
+TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
+SWEEP = {"model.layers": [1, 2], "train.lr": [0.01, 1e30]}  # lr 1e30: the loss overflows at the first step
+COMPLETING = ["L1-lstm-s0-lr0.01", "L2-lstm-s0-lr0.01"]
+FAILING = ["L1-lstm-s0-lr1e_30", "L2-lstm-s0-lr1e_30"]
+KILL_AT_STEP = 15  # after the first evaluation's checkpoint (step 10), before the end (step 20)
+
+# the workers unpickle the helpers below by value: this test module is not on their import path
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # submitit's pickler
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's copy of it
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """The sweep's points and their data, and the run folders that the local executor, one unit after
+    another in this process, writes for them."""
+    root = tmp_path_factory.mktemp("study")
+    raw = {**TINY, "train": {**TINY["train"], "dtype": "float64"}, "sweep": SWEEP}
+    cfg = load_config(write_config(root / "sweep.yaml", raw))
+    points = list(cfg.runs())
+    generate(points[0].task, root / "data")
+    outcomes, lines = run_all(make_executor("local"), unit_fn(cfg, root / "reference", root / "data"), points)
+    assert_statuses(outcomes)
+    assert lines == []
+    return cfg, points, root / "data", root / "reference"
+
+
+def unit_fn(cfg, runs_dir: Path, data_dir: Path, **wrap):
+    kwargs = dict(runs_dir=runs_dir, data_dir=data_dir, swept_keys=tuple(cfg.sweep), restart=False, quiet=True,
+                  argv=None)
+    if wrap:
+        return functools.partial(stopped_once, kwargs=kwargs, **wrap)
+    return functools.partial(sweep._run_one, kwargs=kwargs, log=None)
+
+
+def stopped_once(point, kwargs, marks: Path, signals: dict[str, int]):
+    """The unit, except that the run named in `signals`, on its first attempt, sends its own process that
+    signal during optimizer step KILL_AT_STEP: SIGKILL is a killed worker or a lost node, SIGUSR2 is Slurm
+    announcing a timeout or preemption."""
+    name = run_name(point, kwargs["swept_keys"])
+    marks.mkdir(parents=True, exist_ok=True)
+    if name in signals and not (marks / name).exists():
+        (marks / name).touch()
+        set_lr = lstmlab.train.set_lr
+
+        def signal_at_step(optimizer, cfg, step):
+            if step == KILL_AT_STEP - 1:
+                os.kill(os.getpid(), signals[name])
+            set_lr(optimizer, cfg, step)
+
+        lstmlab.train.set_lr = signal_at_step
+    return sweep._run_one(point, kwargs, print)  # print: "resuming at step N" lands in the job's log
+
+
+def run_all(executor, fn, points) -> tuple[dict[str, sweep.Outcome], list[str]]:
+    """Every unit through the executor: {run name: outcome}, and the lines it logged."""
+    lines: list[str] = []
+    labels = [run_name(p, tuple(SWEEP)) for p in points]
+    outcomes: dict[str, sweep.Outcome] = {}
+    for finished in executor.run(fn, points, labels, lines.append):
+        assert isinstance(finished, Finished) and finished.error is None and not finished.interrupted, finished
+        outcomes[labels[finished.index]] = finished.result
+    assert sorted(outcomes) == sorted(labels)
+    return outcomes, lines
+
+
+def assert_same_runs(runs: Path, reference: Path, names=None, experiment: str = "tiny") -> None:
+    """The same run folders, and every number in metrics.csv and summary.json equal within 1e-12."""
+    names = sorted(names or (p.name for p in (reference / experiment).iterdir()))
+    assert sorted(p.name for p in (runs / experiment).iterdir() if not p.name.startswith(".")) == names
+    for name in names:
+        a, b = runs / experiment / name, reference / experiment / name
+        assert_close(metric_rows(a), metric_rows(b), name)
+        assert_close(summary(a), summary(b), name)
+
+
+def metric_rows(run: Path) -> list[dict]:
+    if not (run / "metrics.csv").exists():
+        return []
+    with open(run / "metrics.csv") as f:
+        return [{k: v for k, v in row.items() if k not in TIMING} for row in csv.DictReader(f)]
+
+
+def summary(run: Path) -> dict:
+    return {k: v for k, v in json.loads((run / "summary.json").read_text()).items() if k not in TIMING}
+
+
+def assert_close(a, b, where: str) -> None:
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            assert_close(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_close(x, y, f"{where}[{i}]")
+    else:
+        x, y = _number(a), _number(b)
+        if isinstance(x, float) and isinstance(y, float):
+            assert math.isclose(x, y, rel_tol=1e-12, abs_tol=1e-12) or (math.isnan(x) and math.isnan(y)), where
+        else:
+            assert a == b, where
+
+
+def _number(v):
+    try:
+        return float(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else v
+    except ValueError:
+        return v
+
+
+def assert_statuses(outcomes: dict[str, sweep.Outcome], failing=FAILING) -> None:
+    assert {n: outcomes[n].status for n in COMPLETING} == dict.fromkeys(COMPLETING, "completed")
+    for name in failing:  # reported, with the reason, while the others completed
+        assert outcomes[name].status == "failed" and "loss became" in outcomes[name].detail
+
+
+# -- the same runs, whichever executor ------------------------------------------------------------------
+
+
+def test_submitit_debug(study, tmp_path):
+    cfg, points, data, reference = study
+    executor = make_executor("submitit", ["cluster=debug"], work_dir=tmp_path / "runs" / "tiny")
+    outcomes, _ = run_all(executor, unit_fn(cfg, tmp_path / "runs", data), points)
+    assert_statuses(outcomes)
+    assert_same_runs(tmp_path / "runs", reference)
+
+
+def test_submitit_local_with_a_killed_and_a_preempted_job(study, tmp_path):
+    cfg, points, data, reference = study
+    killed, preempted = COMPLETING
+    work = tmp_path / "runs" / "tiny"
+    executor = make_executor("submitit", ["cluster=local", "array_parallelism=2", "poll_s=0.2"], work_dir=work)
+    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks",
+                 signals={killed: signal.SIGKILL, preempted: signal.SIGUSR2})
+    points = [p for p in points if run_name(p, tuple(SWEEP)) in COMPLETING]  # each job start costs seconds
+    outcomes, lines = run_all(executor, fn, points)
+    assert_statuses(outcomes, failing=[])
+    assert_same_runs(tmp_path / "runs", reference, COMPLETING)
+    assert lines[0].startswith("submitting 2 jobs to submitit (local; at most 2 at a time, 1 CPU(s) each)")
+    assert [line.split(":")[0] for line in lines[1:]] == [killed]  # resubmitted once; nothing else was
+    assert "ended without a result (killed?); resubmitting (1/2)" in lines[1]
+    logs = "".join(p.read_text() for p in (work / ".submitit").rglob("*_log.out"))
+    # the preempted run stopped at its step boundary, checkpointed, was requeued and went on from there
+    assert f"{preempted}: resuming at step {KILL_AT_STEP}" in logs
+    assert "Requeued job" in logs
+    # the killed one resumed from the last evaluation's checkpoint
+    assert f"{killed}: resuming at step 10" in logs
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    """One real local Ray instance with 2 CPUs for this module, on the loopback address, its files in a
+    short temporary folder of its own (Ray's socket paths must stay short)."""
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp, configure_logging=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_ray_with_a_killed_worker(study, tmp_path, ray_instance):
+    cfg, points, data, reference = study
+    killed = COMPLETING[1]
+    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks", signals={killed: signal.SIGKILL})
+    outcomes, lines = run_all(make_executor("ray", ["num_cpus=1"]), fn, points)
+    assert_statuses(outcomes)
+    assert_same_runs(tmp_path / "runs", reference)
+    assert (tmp_path / "marks" / killed).exists()  # it was killed once, and Ray ran it again
+    assert lines == ["running 4 tasks on the Ray cluster (2 CPUs; 1 CPU(s), 0 GPU(s) per task)"]
+
+
+# -- options --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("slurm", [], "--executor slurm: unknown executor; valid: local, submitit, ray"),
+    ("submitit", ["partiton=gpu"], "--executor-opt partiton: not an option of --executor submitit; valid: cluster,"),
+    ("submitit", ["cluster=aws"], "--executor-opt cluster='aws' (--executor submitit): valid values: slurm, local,"),
+    ("submitit", ["time=1h"], "--executor-opt time='1h' (--executor submitit): expected a whole number"),
+    ("submitit", ["cpus_per_task=0"], "--executor-opt cpus_per_task=0 (--executor submitit): must be at least 1"),
+    ("submitit", ["time"], "--executor-opt 'time': expected KEY=VALUE"),
+    ("ray", ["num_gpus=lots"], "--executor-opt num_gpus='lots' (--executor ray): expected a number"),
+    ("ray", ["partition=gpu"], "--executor-opt partition: not an option of --executor ray; valid: address,"),
+    ("local", ["num_cpus=2"], "--executor-opt num_cpus: not an option of --executor local; valid: none"),
+])
+def test_bad_options_are_named(name, options, message):
+    with pytest.raises(UserError) as e:
+        make_executor(name, options)
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_jobs_belongs_to_the_local_executor():
+    with pytest.raises(UserError, match="--jobs is for --executor local"):
+        make_executor("submitit", ["cluster=debug"], jobs=2)
+
+
+@pytest.mark.parametrize("name, extra", [("submitit", "slurm"), ("ray", "ray")])
+def test_a_missing_library_names_the_extra(name, extra, monkeypatch):
+    monkeypatch.setitem(sys.modules, name, None)  # what an environment without the package looks like
+    with pytest.raises(UserError) as e:
+        make_executor(name, [])
+    assert str(e.value) == f"--executor {name} needs the {name} package: pip install 'lstmlab[{extra}]'"
+
+
+def test_slurm_without_slurm_says_so(monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no srun here
+    with pytest.raises(UserError, match="cluster=slurm: no Slurm here"):
+        make_executor("submitit", ["cluster=slurm"], work_dir=tmp_path)
+
+
+def test_slurm_job_array_script(monkeypatch, tmp_path):
+    """What submitit hands sbatch for our options: one array, bounded, with the time limit, the resources
+    and the pass-through parameters (a stand-in `sbatch` records the script; Slurm itself is not here)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sbatch = f'cp "$1" {tmp_path}/script.sh; echo "Submitted batch job 4242"'
+    for tool, body in {"srun": "exit 0", "sbatch": sbatch}.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    executor = make_executor("submitit", ["partition=short", "time=90", "cpus_per_task=2", "gpus_per_task=1",
+                                          "array_parallelism=3", "slurm_account=proj",
+                                          "slurm_additional_parameters={mail-type: END}"], work_dir=tmp_path)
+    from lstmlab.executors.submitit import UnitTask
+
+    jobs = executor.executor.submit_array([UnitTask(print, i, 2) for i in range(5)])
+    assert [job.job_id for job in jobs] == [f"4242_{i}" for i in range(5)]
+    script = (tmp_path / "script.sh").read_text()
+    for line in ["--array=0-4%3", "--partition=short", "--time=90", "--cpus-per-task=2", "--gpus-per-node=1",
+                 "--account=proj", "--mail-type=END", "--signal=USR2@90", "--job-name=lstmlab"]:
+        assert f"#SBATCH {line}\n" in script, (line, script)
