@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import stat
 import sys
 import tempfile
@@ -25,18 +24,18 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a single-node
 import ray  # noqa: E402
 from conftest import TINY, write_config
 
-import lstmlab.train
 from lstmlab import sweep
 from lstmlab.config import load_config
 from lstmlab.errors import UserError
 from lstmlab.executors import Finished, make_executor
+from lstmlab.runs import TEST_SIGNAL
 from lstmlab.tasks.datasets import generate
 from lstmlab.train import run_name
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
-SWEEP = {"model.layers": [1, 2], "train.lr": [0.01, 1e30]}  # lr 1e30: the loss overflows at the first step
+SWEEP = {"model.layers": [1, 2], "train.lr": [0.01, 1e300]}  # lr 1e300: the loss overflows at step 2
 COMPLETING = ["L1-lstm-s0-lr0.01", "L2-lstm-s0-lr0.01"]
-FAILING = ["L1-lstm-s0-lr1e_30", "L2-lstm-s0-lr1e_30"]
+FAILING = ["L1-lstm-s0-lr1e_300", "L2-lstm-s0-lr1e_300"]
 KILL_AT_STEP = 15  # after the first evaluation's checkpoint (step 10), before the end (step 20)
 
 # the workers unpickle the helpers below by value: this test module is not on their import path
@@ -67,23 +66,20 @@ def unit_fn(cfg, runs_dir: Path, data_dir: Path, **wrap):
     return functools.partial(sweep._run_one, kwargs=kwargs, log=None)
 
 
-def stopped_once(point, kwargs, marks: Path, signals: dict[str, int]):
+def stopped_once(point, kwargs, marks: Path, signals: dict[str, str]):
     """The unit, except that the run named in `signals`, on its first attempt, sends its own process that
-    signal during optimizer step KILL_AT_STEP: SIGKILL is a killed worker or a lost node, SIGUSR2 is Slurm
-    announcing a timeout or preemption."""
+    signal at the step boundary after KILL_AT_STEP steps (the run-folder test hook): KILL is a killed worker
+    or a lost node, USR2 is Slurm announcing a timeout or preemption."""
     name = run_name(point, kwargs["swept_keys"])
     marks.mkdir(parents=True, exist_ok=True)
-    if name in signals and not (marks / name).exists():
+    first = name in signals and not (marks / name).exists()
+    if first:
         (marks / name).touch()
-        set_lr = lstmlab.train.set_lr
-
-        def signal_at_step(optimizer, cfg, step):
-            if step == KILL_AT_STEP - 1:
-                os.kill(os.getpid(), signals[name])
-            set_lr(optimizer, cfg, step)
-
-        lstmlab.train.set_lr = signal_at_step
-    return sweep._run_one(point, kwargs, print)  # print: "resuming at step N" lands in the job's log
+        os.environ[TEST_SIGNAL] = f"{signals[name]}@step={KILL_AT_STEP}@{name}"
+    try:
+        return sweep._run_one(point, kwargs, print)  # print: "resuming at step N" lands in the job's log
+    finally:
+        os.environ.pop(TEST_SIGNAL, None)  # a Ray worker goes on to other tasks
 
 
 def run_all(executor, fn, points) -> tuple[dict[str, sweep.Outcome], list[str]]:
@@ -166,7 +162,7 @@ def test_submitit_local_with_a_killed_and_a_preempted_job(study, tmp_path):
     work = tmp_path / "runs" / "tiny"
     executor = make_executor("submitit", ["cluster=local", "array_parallelism=2", "poll_s=0.2"], work_dir=work)
     fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks",
-                 signals={killed: signal.SIGKILL, preempted: signal.SIGUSR2})
+                 signals={killed: "KILL", preempted: "USR2"})
     points = [p for p in points if run_name(p, tuple(SWEEP)) in COMPLETING]  # each job start costs seconds
     outcomes, lines = run_all(executor, fn, points)
     assert_statuses(outcomes, failing=[])
@@ -196,7 +192,7 @@ def ray_instance():
 def test_ray_with_a_killed_worker(study, tmp_path, ray_instance):
     cfg, points, data, reference = study
     killed = COMPLETING[1]
-    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks", signals={killed: signal.SIGKILL})
+    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks", signals={killed: "KILL"})
     outcomes, lines = run_all(make_executor("ray", ["num_cpus=1"]), fn, points)
     assert_statuses(outcomes)
     assert_same_runs(tmp_path / "runs", reference)
