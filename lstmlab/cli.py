@@ -13,6 +13,8 @@ from typing import Annotated
 
 import typer
 
+from lstmlab.executors import options_help
+
 app = typer.Typer(
     name="lstmlab",
     help="Train LSTM, GRU and RNN models on sequence tasks and compare them with error bars.",
@@ -134,6 +136,18 @@ def train(
                           "device; 1: one run per process. Only scratch-lstm runs pack: lstm, gru and rnn "
                           "runs use torch.nn's kernels and train one per process.")
     ] = "auto",
+    executor: Annotated[
+        str, typer.Option("--executor", metavar="local|submitit|ray", rich_help_panel=RUN_PANEL,
+                          help="Where the runs (or packs) execute: local (this machine; see --jobs), submitit "
+                          "(a Slurm job array; needs the slurm extra) or ray (tasks on a Ray cluster; needs the "
+                          "ray extra). Runs dir and data dir must then be on a file system the nodes share. "
+                          "The same config gives the same run folders whichever executes it.")
+    ] = "local",
+    executor_opt: Annotated[
+        list[str] | None,
+        typer.Option("--executor-opt", metavar="KEY=VALUE", rich_help_panel=RUN_PANEL,
+                     help=f"An option of the executor (repeatable). {options_help()}.")
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT_PANEL)
     ] = False,
@@ -170,7 +184,8 @@ def train(
     make_folder(runs_dir / cfg.experiment, "--runs-dir")  # before any run: one message, not one per run
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
-                             pack=pack_size, argv=sys.argv, log=lambda line: console.print(line, markup=False))
+                             pack=pack_size, executor=executor, executor_options=executor_opt or [], argv=sys.argv,
+                             log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]

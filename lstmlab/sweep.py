@@ -4,6 +4,7 @@ Two steps, kept apart so that another executor can take the second one over:
 
     plan_sweep(points, options, pack) -> Plan     which runs, resolved and named, grouped into units of work
     execute(units, options, jobs)     -> outcomes, streamed unit by unit as each one ends
+    execute_on(cluster, units, ...)   -> the same, with each unit a Slurm job or a Ray task (lstmlab.executors)
 
 A unit is a pack of runs that train together (lstmlab.packing: runs of one architecture that differ only
 in seeds and other keys that change no shape) or one run alone. `run_unit(unit, options)` trains one unit
@@ -13,7 +14,9 @@ its own config and writes its own folder, so the folders and their numbers depen
 nor on `jobs` (on CPU the numbers are the same to rounding; only timings differ).
 
 With `jobs > 1` the units go to that many worker processes, each with its share of the CPU threads and,
-where there are several GPUs, a GPU of its own.
+where there are several GPUs, a GPU of its own. With a cluster executor the same units go to the cluster,
+and the runs dir and data dir are made absolute first (the nodes must see them at the same path).
+Completed runs are taken out in the plan, so a rerun submits only what is left.
 
 Points of the sweep that resolve to the same config (`model.layers=1,1`, `train.seed=0,0.0`) run once.
 A run that another process is training (its folder is locked) is skipped and listed as such.
@@ -30,22 +33,26 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import dataclasses
+import functools
 import multiprocessing
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lstmlab.config import ExperimentConfig
 from lstmlab.errors import ConfigError, UserError
 from lstmlab.packing import Point, Unit
 from lstmlab.runs import RunFolder, RunInterrupted
+
+if TYPE_CHECKING:
+    from lstmlab.executors import Executor
 
 # What a sweep did with each run, in the order the listing shows them, with the listing's words.
 OUTCOMES = {
@@ -77,13 +84,22 @@ def run_sweep(
     quiet: bool = False,
     jobs: int = 1,
     pack: int | str = "auto",
+    executor: str = "local",
+    executor_options: Sequence[str] = (),
     argv: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Outcome]:
     """Train every distinct point, `pack` runs at most to a pack (an int, or "auto"); log one line per run
-    as it ends, then the listing by outcome. Outcomes come back in the sweep's order."""
+    as it ends, then the listing by outcome. Outcomes come back in the sweep's order.
+
+    `executor`: where the units run (lstmlab.executors): `local` (here, or `jobs` worker processes),
+    `submitit` or `ray`, with its `executor_options` (KEY=VALUE texts)."""
+    from lstmlab.executors import make_executor
     from lstmlab.progress import StudyProgress
 
+    cluster = make_executor(executor, executor_options, jobs=jobs, work_dir=Path(runs_dir) / cfg.experiment)
+    if cluster is not None:  # the tasks run elsewhere: they are handed paths that mean the same there
+        runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
     points = distinct_points(cfg, log)
     log(f"{cfg.experiment}: {len(points)} run(s) of task {cfg.task.name} -> {Path(runs_dir) / cfg.experiment}")
     options = UnitOptions(Path(runs_dir), Path(data_dir), tuple(cfg.sweep), restart, quiet, argv)
@@ -96,7 +112,9 @@ def run_sweep(
         for outcome in plan.skipped:
             log(describe(outcome))
         with StudyProgress(len(points), plan.steps, done_runs=len(plan.skipped), quiet=quiet) as progress:
-            for unit_outcomes in execute(plan.units, options, jobs, log, progress.steps):
+            units = execute(plan.units, options, jobs, log, progress.steps) if cluster is None else \
+                execute_on(cluster, plan.units, options, log)
+            for unit_outcomes in units:
                 for outcome in unit_outcomes:
                     outcomes[outcome.name] = outcome
                     log(describe(outcome))
@@ -214,6 +232,24 @@ def execute(units: list[Unit], options: UnitOptions, jobs: int, log: Callable[[s
             yield run_unit(unit, options, log=log, on_steps=on_steps)
     else:
         yield from _run_parallel(units, options, min(jobs, len(units)), log, on_steps)
+
+
+def execute_on(cluster: Executor, units: list[Unit], options: UnitOptions,
+               log: Callable[[str], None]) -> Iterator[list[Outcome]]:
+    """Train the units as tasks of a cluster executor; yield each unit's outcomes as it ends. A unit that
+    came back without outcomes (stopped by a signal, or its task lost for good) is read from its folders."""
+    if not units:
+        return  # nothing left to train: nothing is submitted
+    unit_fn = functools.partial(run_unit, options=dataclasses.replace(options, quiet=True))
+    labels = [", ".join(unit.names) for unit in units]
+    for finished in cluster.run(unit_fn, units, labels, log):
+        if finished.result is not None:
+            yield finished.result
+            continue
+        outcomes = [_outcome_from_folder(p, options) for p in units[finished.index].points]
+        if finished.error is not None:  # say why, unless its folder says it completed or stopped cleanly
+            outcomes = [o if o.status != "failed" else dataclasses.replace(o, detail=finished.error) for o in outcomes]
+        yield outcomes
 
 
 def distinct_points(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list[ExperimentConfig]:

@@ -1,8 +1,9 @@
-"""Executors, with the real libraries: local processes, submitit (clusters debug and local) and a real local
-Ray instance run one small float64 CPU sweep into the same run folders with the same numbers as a plain
-in-process loop; a failing unit is reported while the others complete; a worker killed mid-run is run again
-and resumes from its checkpoint; a submitit job preempted mid-run checkpoints at a step boundary, is
-requeued and resumes there; bad options are refused with a message that names them."""
+"""Executors, with the real libraries: submitit (clusters debug and local) and a real local Ray instance run
+one small float64 CPU sweep into the same run folders, with the same numbers and the same closing lines,
+as the local executor; a failing run is reported while the others complete; a rerun of a finished sweep
+submits nothing; a worker killed mid-run is run again and resumes from its checkpoint; a submitit job
+preempted mid-run checkpoints at a step boundary, is requeued and resumes there; bad options are refused
+with a message that names them."""
 
 from __future__ import annotations
 
@@ -23,14 +24,15 @@ import pytest
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # a single-node Ray on the loopback address
 import ray  # noqa: E402
 from conftest import TINY, write_config
+from typer.testing import CliRunner
 
 from lstmlab import sweep
+from lstmlab.cli import app
 from lstmlab.config import load_config
 from lstmlab.errors import UserError
 from lstmlab.executors import Finished, make_executor
 from lstmlab.runs import TEST_SIGNAL
-from lstmlab.tasks.datasets import generate
-from lstmlab.train import run_name
+from lstmlab.sweep import run_sweep
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
 SWEEP = {"model.layers": [1, 2], "train.lr": [0.01, 1e300]}  # lr 1e300: the loss overflows at step 2
@@ -45,58 +47,31 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # Ray's copy of
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """The sweep's points and their data, and the run folders that the local executor, one unit after
-    another in this process, writes for them."""
+    """The sweep's config and data, the run folders the local executor writes for it, and its closing lines."""
     root = tmp_path_factory.mktemp("study")
     raw = {**TINY, "train": {**TINY["train"], "dtype": "float64"}, "sweep": SWEEP}
     cfg = load_config(write_config(root / "sweep.yaml", raw))
-    points = list(cfg.runs())
-    generate(points[0].task, root / "data")
-    outcomes, lines = run_all(make_executor("local"), unit_fn(cfg, root / "reference", root / "data"), points)
+    outcomes, lines = sweep_with(cfg, "local", [], root / "reference", root / "data")
     assert_statuses(outcomes)
-    assert lines == []
-    return cfg, points, root / "data", root / "reference"
+    return cfg, root / "data", root / "reference", closing(lines)
 
 
-def unit_fn(cfg, runs_dir: Path, data_dir: Path, **wrap):
-    kwargs = dict(runs_dir=runs_dir, data_dir=data_dir, swept_keys=tuple(cfg.sweep), restart=False, quiet=True,
-                  argv=None)
-    if wrap:
-        return functools.partial(stopped_once, kwargs=kwargs, **wrap)
-    return functools.partial(sweep._run_one, kwargs=kwargs, log=None)
-
-
-def stopped_once(point, kwargs, marks: Path, signals: dict[str, str]):
-    """The unit, except that the run named in `signals`, on its first attempt, sends its own process that
-    signal at the step boundary after KILL_AT_STEP steps (the run-folder test hook): KILL is a killed worker
-    or a lost node, USR2 is Slurm announcing a timeout or preemption."""
-    name = run_name(point, kwargs["swept_keys"])
-    marks.mkdir(parents=True, exist_ok=True)
-    first = name in signals and not (marks / name).exists()
-    if first:
-        (marks / name).touch()
-        os.environ[TEST_SIGNAL] = f"{signals[name]}@step={KILL_AT_STEP}@{name}"
-    try:
-        return sweep._run_one(point, kwargs, print)  # print: "resuming at step N" lands in the job's log
-    finally:
-        os.environ.pop(TEST_SIGNAL, None)  # a Ray worker goes on to other tasks
-
-
-def run_all(executor, fn, points) -> tuple[dict[str, sweep.Outcome], list[str]]:
-    """Every unit through the executor: {run name: outcome}, and the lines it logged."""
+def sweep_with(cfg, executor: str, options: list[str], runs: Path, data: Path):
+    """The whole sweep through `executor`: {run name: outcome}, and the lines it logged."""
     lines: list[str] = []
-    labels = [run_name(p, tuple(SWEEP)) for p in points]
-    outcomes: dict[str, sweep.Outcome] = {}
-    for finished in executor.run(fn, points, labels, lines.append):
-        assert isinstance(finished, Finished) and finished.error is None and not finished.interrupted, finished
-        outcomes[labels[finished.index]] = finished.result
-    assert sorted(outcomes) == sorted(labels)
-    return outcomes, lines
+    outcomes = run_sweep(cfg, runs_dir=runs, data_dir=data, quiet=True, executor=executor,
+                         executor_options=options, log=lines.append)
+    return {o.name: o for o in outcomes}, lines
+
+
+def closing(lines: list[str]) -> list[str]:
+    """The listing by outcome that ends a sweep's output."""
+    return [line for line in lines if line.startswith(tuple(f"{w} (" for w in sweep.OUTCOMES.values()))]
 
 
 def assert_same_runs(runs: Path, reference: Path, names=None, experiment: str = "tiny") -> None:
     """The same run folders, and every number in metrics.csv and summary.json equal within 1e-12."""
-    names = sorted(names or (p.name for p in (reference / experiment).iterdir()))
+    names = sorted(names or (p.name for p in (reference / experiment).iterdir() if not p.name.startswith(".")))
     assert sorted(p.name for p in (runs / experiment).iterdir() if not p.name.startswith(".")) == names
     for name in names:
         a, b = runs / experiment / name, reference / experiment / name
@@ -149,22 +124,95 @@ def assert_statuses(outcomes: dict[str, sweep.Outcome], failing=FAILING) -> None
 
 
 def test_submitit_debug(study, tmp_path):
-    cfg, points, data, reference = study
-    executor = make_executor("submitit", ["cluster=debug"], work_dir=tmp_path / "runs" / "tiny")
-    outcomes, _ = run_all(executor, unit_fn(cfg, tmp_path / "runs", data), points)
+    cfg, data, reference, listing = study
+    outcomes, lines = sweep_with(cfg, "submitit", ["cluster=debug"], tmp_path / "runs", data)
     assert_statuses(outcomes)
     assert_same_runs(tmp_path / "runs", reference)
+    assert closing(lines) == listing
+    assert f"submitting 4 jobs to submitit (debug; at most 256 at a time, 1 CPU(s) each); job logs in " \
+           f"{tmp_path / 'runs' / 'tiny' / '.submitit'}" in lines
+
+
+def test_a_finished_sweep_submits_nothing(study, tmp_path):
+    cfg, data, reference, _ = study
+    shutil.copytree(reference, tmp_path / "runs")
+    done = cfg.model_copy(update={"sweep": {"model.layers": [1, 2], "train.lr": [0.01]}})
+    outcomes, lines = sweep_with(done, "submitit", ["cluster=local"], tmp_path / "runs", data)
+    assert {n: o.status for n, o in outcomes.items()} == dict.fromkeys(COMPLETING, "skipped")
+    assert not any(line.startswith("submitting") for line in lines), lines
+    assert not list((tmp_path / "runs").rglob("*_submitted.pkl"))
+
+
+def test_ray(study, tmp_path, ray_instance):
+    cfg, data, reference, listing = study
+    outcomes, lines = sweep_with(cfg, "ray", ["num_cpus=1"], tmp_path / "runs", data)
+    assert_statuses(outcomes)
+    assert_same_runs(tmp_path / "runs", reference)
+    assert closing(lines) == listing
+    assert "running 4 tasks on the Ray cluster (2 CPUs; 1 CPU(s), 0 GPU(s) per task)" in lines
+
+
+def test_cli_runs_on_an_executor_and_compares(study, tmp_path):
+    cfg, data, reference, _ = study
+    config = write_config(tmp_path / "c.yaml", {**TINY, "train": {**TINY["train"], "dtype": "float64"},
+                                                "sweep": {"model.layers": [1, 2]}})
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(data), "-q",
+            "--executor", "submitit", "--executor-opt", "cluster=debug"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "completed (2): L1-lstm-s0, L2-lstm-s0" in result.stdout
+    assert "adding: test mse" in result.stdout  # the comparison follows, as after a local sweep
+    bad = CliRunner().invoke(app, args + ["--executor-opt", "partiton=gpu"])
+    assert bad.exit_code == 2
+    assert "--executor-opt partiton: not an option of --executor submitit" in bad.output
+
+
+# -- a worker killed, a job preempted: run again, resumed from the run folder -------------------------------
+
+
+def units_of(cfg, runs: Path, data: Path, **wrap):
+    """The sweep's units (one run each: lstm runs do not pack) and a unit function that trains them."""
+    options = sweep.UnitOptions(runs, data, tuple(cfg.sweep), quiet=True)
+    units = sweep.plan_sweep(sweep.distinct_points(cfg, print), options, pack=1).units
+    return units, functools.partial(stopped_once, options=options, **wrap)
+
+
+def stopped_once(unit, options, marks: Path, signals: dict[str, str]):
+    """run_unit, except that the run named in `signals`, on its first attempt, sends its own process that
+    signal at the step boundary after KILL_AT_STEP steps (the run-folder test hook): KILL is a killed worker
+    or a lost node, USR2 is Slurm announcing a timeout or preemption."""
+    (name,) = unit.names
+    marks.mkdir(parents=True, exist_ok=True)
+    if name in signals and not (marks / name).exists():
+        (marks / name).touch()
+        os.environ[TEST_SIGNAL] = f"{signals[name]}@step={KILL_AT_STEP}@{name}"
+    try:
+        return sweep.run_unit(unit, options, log=print)  # print: "resuming at step N" lands in the job's log
+    finally:
+        os.environ.pop(TEST_SIGNAL, None)  # a Ray worker goes on to other tasks
+
+
+def run_all(executor, fn, units) -> tuple[dict[str, sweep.Outcome], list[str]]:
+    """Every unit through the executor: {run name: outcome}, and the lines it logged."""
+    lines: list[str] = []
+    labels = [", ".join(u.names) for u in units]
+    outcomes: dict[str, sweep.Outcome] = {}
+    for finished in executor.run(fn, units, labels, lines.append):
+        assert isinstance(finished, Finished) and finished.error is None and not finished.interrupted, finished
+        outcomes.update({o.name: o for o in finished.result})
+    assert sorted(outcomes) == sorted(n for u in units for n in u.names)
+    return outcomes, lines
 
 
 def test_submitit_local_with_a_killed_and_a_preempted_job(study, tmp_path):
-    cfg, points, data, reference = study
+    cfg, data, reference, _ = study
     killed, preempted = COMPLETING
     work = tmp_path / "runs" / "tiny"
     executor = make_executor("submitit", ["cluster=local", "array_parallelism=2", "poll_s=0.2"], work_dir=work)
-    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks",
-                 signals={killed: "KILL", preempted: "USR2"})
-    points = [p for p in points if run_name(p, tuple(SWEEP)) in COMPLETING]  # each job start costs seconds
-    outcomes, lines = run_all(executor, fn, points)
+    cfg = cfg.model_copy(update={"sweep": {"model.layers": [1, 2], "train.lr": [0.01]}})  # a job start costs seconds
+    units, fn = units_of(cfg, tmp_path / "runs", data, marks=tmp_path / "marks",
+                         signals={killed: "KILL", preempted: "USR2"})
+    outcomes, lines = run_all(executor, fn, units)
     assert_statuses(outcomes, failing=[])
     assert_same_runs(tmp_path / "runs", reference, COMPLETING)
     assert lines[0].startswith("submitting 2 jobs to submitit (local; at most 2 at a time, 1 CPU(s) each)")
@@ -190,10 +238,10 @@ def ray_instance():
 
 
 def test_ray_with_a_killed_worker(study, tmp_path, ray_instance):
-    cfg, points, data, reference = study
+    cfg, data, reference, _ = study
     killed = COMPLETING[1]
-    fn = unit_fn(cfg, tmp_path / "runs", data, marks=tmp_path / "marks", signals={killed: "KILL"})
-    outcomes, lines = run_all(make_executor("ray", ["num_cpus=1"]), fn, points)
+    units, fn = units_of(cfg, tmp_path / "runs", data, marks=tmp_path / "marks", signals={killed: "KILL"})
+    outcomes, lines = run_all(make_executor("ray", ["num_cpus=1"]), fn, units)
     assert_statuses(outcomes)
     assert_same_runs(tmp_path / "runs", reference)
     assert (tmp_path / "marks" / killed).exists()  # it was killed once, and Ray ran it again

@@ -1,12 +1,15 @@
-"""Where a sweep's units of work run: local processes, a Slurm cluster (submitit) or a Ray cluster.
+"""Where a sweep's units of work run: here (`local`, the default), on a Slurm cluster through submitit, or
+on a Ray cluster.
 
-A unit is whatever the sweep hands over (one run, or a pack of runs trained together); an executor calls
-`unit_fn(unit)` for each, somewhere, and streams back a `Finished` as each one ends, in the order they end.
-A unit whose call raises, or whose worker is lost for good, is reported with an error; the others go on.
-Every executor sets the CPU threads of each call explicitly, and none changes what a unit computes: the
-same units give the same run folders (and, on CPU, the same numbers) whichever executor runs them.
+`local` is the sweep's own loop (lstmlab.sweep: one unit after another in this process, or `--jobs N`
+worker processes). The cluster executors take over that second step of a sweep: a unit is whatever the
+sweep hands over (a pack of runs trained together, or one run); an executor calls `unit_fn(unit)` for each,
+somewhere, and streams back a `Finished` as each one ends, in the order they end. A unit whose call raises,
+or whose worker is lost for good, is reported with an error; the others go on. Every executor sets the
+CPU threads of each call explicitly, and none changes what a unit computes: the same units give the same
+run folders (and, on CPU, the same numbers) whichever executor runs them.
 
-    executor = make_executor("ray", ["address=auto", "num_cpus=2"], jobs=1, work_dir=runs_dir / experiment)
+    executor = make_executor("ray", ["address=auto", "num_cpus=2"], work_dir=runs_dir / experiment)
     for finished in executor.run(unit_fn, units, labels, log=print):
         ...  # finished.index, finished.result | finished.error | finished.interrupted
 
@@ -41,8 +44,6 @@ class Finished:
 
 
 class Executor(Protocol):
-    in_process: bool  # True when units run in this process (their log lines can go to the console)
-
     def run(self, unit_fn: Callable[[Any], Any], units: Sequence[Any], labels: Sequence[str],
             log: Callable[[str], None]) -> Iterator[Finished]: ...
 
@@ -97,7 +98,7 @@ RAY_OPTIONS = {
 LOCAL_OPTIONS: dict[str, Option] = {}
 
 EXECUTORS: dict[str, Spec] = {
-    "local": Spec("lstmlab.executors.local", None, None, LOCAL_OPTIONS),
+    "local": Spec("lstmlab.sweep", None, None, LOCAL_OPTIONS),
     "submitit": Spec("lstmlab.executors.submitit", "submitit", "slurm", SUBMITIT_OPTIONS),
     "ray": Spec("lstmlab.executors.ray", "ray", "ray", RAY_OPTIONS),
 }
@@ -161,10 +162,12 @@ def _spec(name: str) -> Spec:
     return EXECUTORS[name]
 
 
-def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1, work_dir: str | Path = ".") -> Executor:
+def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1,
+                  work_dir: str | Path = ".") -> Executor | None:
     """The executor called `name`, its options checked and its library imported (or a UserError saying
-    which extra installs it). `jobs` is the local executor's process count; `work_dir` (absolute, on the
-    shared file system) is where an executor may keep its own files, e.g. submitit's job scripts and logs."""
+    which extra installs it); None for `local`, which the sweep runs itself with `jobs` processes.
+    `work_dir` (on the shared file system) is where an executor may keep its own files, e.g. submitit's
+    job scripts and logs."""
     spec = _spec(name)
     values = parse_options(name, options)
     if name != "local" and jobs != 1:
@@ -176,8 +179,10 @@ def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1, work
         except ImportError:
             raise UserError(f"--executor {name} needs the {spec.library} package: "
                             f"pip install 'lstmlab[{spec.extra}]'") from None
+    if name == "local":
+        return None
     module = importlib.import_module(spec.module)
-    return module.make(values, jobs=jobs, work_dir=Path(work_dir).resolve())
+    return module.make(values, work_dir=Path(work_dir).resolve())
 
 
 # -- inside a worker -----------------------------------------------------------------------------------

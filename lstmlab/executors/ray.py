@@ -28,7 +28,7 @@ MAX_PENDING = 1000  # tasks handed to Ray and not yet finished
 GRACE_S = 5.0  # after Ctrl-C, how long running tasks get to checkpoint before this driver lets go of them
 
 
-def make(options: dict[str, Any], *, jobs: int, work_dir: Path) -> RayExecutor:
+def make(options: dict[str, Any], *, work_dir: Path) -> RayExecutor:
     return RayExecutor(options)
 
 
@@ -38,8 +38,6 @@ def _ray_call(unit_fn: Callable[[Any], Any], unit: Any, threads: int) -> Any:
 
 
 class RayExecutor:
-    in_process = False
-
     def __init__(self, options: dict[str, Any]):
         self.options = options
         self.threads = max(1, int(options["num_cpus"]))

@@ -32,7 +32,7 @@ PARAMETERS = {"time": "timeout_min", "cpus_per_task": "cpus_per_task", "mem_gb":
               "partition": "slurm_partition", "array_parallelism": "slurm_array_parallelism"}
 
 
-def make(options: dict[str, Any], *, jobs: int, work_dir: Path) -> SubmititExecutor:
+def make(options: dict[str, Any], *, work_dir: Path) -> SubmititExecutor:
     return SubmititExecutor(options, work_dir)
 
 
@@ -62,13 +62,10 @@ class UnitTask(submitit.helpers.Checkpointable):
 
 
 class SubmititExecutor:
-    in_process = False
-
     def __init__(self, options: dict[str, Any], work_dir: Path):
         self.options = options
         self.cluster = options["cluster"]
         self.folder = Path(options["folder"] or work_dir / ".submitit").resolve()
-        self.in_process = self.cluster == "debug"
         self.executor = self._make_executor()
         self.poll_s = options["poll_s"] if options["poll_s"] is not None else (30.0 if self.cluster == "slurm" else 1.0)
 
