@@ -139,9 +139,6 @@ class Comparison:
     steps: list[Step] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
 
-    def better(self, a: float, b: float) -> float:
-        return max(a, b) if self.higher_is_better else min(a, b)
-
     def pooled_keys(self) -> set[str]:
         return POOLED_KEYS | set(self.tune)
 
