@@ -294,3 +294,24 @@ def test_mackey_glass_integration_converges():
     a = 0.2 * 1.2 / (1 + 1.2**10)
     exact = a / 0.1 + (1.2 - a / 0.1) * math.exp(-0.1 * 0.1)
     assert x[1] == pytest.approx(exact, abs=1e-9)
+
+
+# -- window parity -----------------------------------------------------------------------------------
+def test_window_parity_worked_example_and_baseline():
+    """The docstring's example (k = 3): bits 1 0 1 1 0 0 1 0 -> targets 1 1 0 0 0 1 1 1."""
+    task, splits, _ = make("window-parity", window=3, seq_len=8, **SMALL)
+    bits = (splits["train"]["inputs"][:, :, 0] > 0).astype(int)
+    for row, target in zip(bits, splits["train"]["targets"], strict=True):
+        expected = [sum(row[max(0, t - 2) : t + 1]) % 2 for t in range(8)]  # the last 3 bits, zeros before the start
+        assert list(target) == expected
+    example = np.array([1, 0, 1, 1, 0, 0, 1, 0])
+    ones = np.concatenate([[0], np.cumsum(example)])
+    assert [(ones[t + 1] - ones[max(t + 1 - 3, 0)]) % 2 for t in range(8)] == [1, 1, 0, 0, 0, 1, 1, 1]
+    assert set(np.unique(splits["train"]["inputs"])) == {-1.0, 1.0}
+    # a constant guess is right half the time
+    batch = as_batch(splits["test"])
+    guess = torch.zeros(*batch["targets"].shape, 2)
+    guess[..., 0] = 1.0
+    accuracy = mean_of(task.score(guess, batch), "accuracy")
+    assert accuracy == pytest.approx(1 - splits["test"]["targets"].mean())
+    assert task.baselines(splits, {})["trivial"] == 0.5

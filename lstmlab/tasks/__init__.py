@@ -15,6 +15,7 @@ from lstmlab.tasks.copy import CopyTask
 from lstmlab.tasks.embedded_reber import EmbeddedReberTask
 from lstmlab.tasks.mackey_glass import MackeyGlassTask
 from lstmlab.tasks.temporal_order import TemporalOrderTask
+from lstmlab.tasks.window_parity import WindowParityTask
 
 BUILTIN_TASKS: dict[str, type[Task]] = {
     AddingTask.name: AddingTask,
@@ -24,6 +25,7 @@ BUILTIN_TASKS: dict[str, type[Task]] = {
     CharLMTask.name: CharLMTask,
     MackeyGlassTask.name: MackeyGlassTask,
     ArraysTask.name: ArraysTask,
+    WindowParityTask.name: WindowParityTask,
 }
 TASKS: dict[str, type[Task]] = {**BUILTIN_TASKS, **plugins.load_tasks(BUILTIN_TASKS)}
 
