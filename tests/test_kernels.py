@@ -270,13 +270,14 @@ def test_fused_rejects_bad_arguments():
 # ---------------------------------------------------------------------------------------------------------------------
 # The stacked layer: every member of a pack is exactly the plain layer (and the reference, and nn.LSTM) on its slices.
 
-STACKED_SHAPES = [  # (K, T, B, I, H): T = 1, B = 1, odd sizes, H past one vector of lanes, members ≠ threads
-    (1, 1, 1, 3, 5),
+STACKED_SHAPES = [  # (K, T, B, I, H): T = 1, B = 1, odd sizes, H past one vector of lanes, members ≠ threads,
+    (1, 1, 1, 3, 5),  # and B = 37: enough rows that the C++ backward sums the weight gradients in its loop
     (3, 1, 4, 6, 8),
     (2, 7, 1, 3, 5),
     (3, 9, 3, 3, 5),
     (4, 6, 5, 7, 1),
     (3, 5, 9, 2, 23),
+    (2, 3, 37, 4, 21),
 ]
 
 
@@ -345,9 +346,9 @@ def test_every_member_matches_nn_lstm_float64(bias, loop):
 @pytest.mark.parametrize("schedule", ["sequences", "steps"])
 def test_members_and_batch_slices_split_over_threads(schedule, threads):
     """The C++ loops split (member, batch slice) units over threads (3 members on 2 threads: each member's batch
-    in two slices); any split gives the same numbers as one thread."""
+    in two slices, of 20 and 17 rows); any split gives the same numbers as one thread."""
     kwargs = loop_kwargs(schedule)
-    tensors = make_stacked(3, 4, 11, 3, 21, seed=5)
+    tensors = make_stacked(3, 4, 37, 3, 21, seed=5)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
@@ -413,14 +414,13 @@ def test_fused_stacked_is_its_own_kernel_and_rejects_bad_shapes():
 
 
 def test_schedule_choice():
-    previous = torch.get_num_threads()
-    try:
-        torch.set_num_threads(2)
-        assert fused.choose_schedule(1, 69) == "sequences"  # the study sizes
-        assert fused.choose_schedule(1, 4 * fused.SEQUENCES_MAX_HIDDEN) == "steps"  # one big member: threaded GEMMs
-        assert fused.choose_schedule(2, 4 * fused.SEQUENCES_MAX_HIDDEN) == "sequences"  # a member per thread
-    finally:
-        torch.set_num_threads(previous)
+    """sequences while a member's weights (and, backward, their gradients) fit what a core's L2 holds."""
+    assert fused.choose_schedule(2, 23, 4, backward=True) == "sequences"  # the study sizes
+    assert fused.choose_schedule(100, 100, 8, backward=True) == "sequences"
+    assert fused.choose_schedule(64, 256, 4, backward=True) == "sequences"  # 2.6 MB with the gradients
+    assert fused.choose_schedule(256, 256, 4, backward=True) == "steps"  # 4.2 MB
+    assert fused.choose_schedule(256, 256, 4, backward=False) == "sequences"  # the forward holds half of it
+    assert fused.choose_schedule(512, 512, 4, backward=False) == "steps"
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -226,6 +226,7 @@ inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t ldq, i
 }
 
 constexpr int kRows = 4;   // batch rows (or weight-gradient rows) per register block
+constexpr int kMinSumRows = 16;  // rows per unit from which the backward sums the weight gradients in its loop
 constexpr int kGroup = 4;  // column tiles per register block in the backward's products
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -681,10 +682,10 @@ std::tuple<at::Tensor, at::Tensor> forward(const at::Tensor& x, const at::Tensor
 
 // Backward through time. acts, cs, y: the forward's; x, h0, c0, w_ih, w_hh: its inputs; dy (K, T, B, H), dh_T,
 // dc_T (K, B, H): the gradients reaching y, h_T, c_T (each may be None). Returns
-// (dgates, dx, dh_0, dc_0, dW_ih, dW_hh, db), each None (an undefined tensor) where not computed:
-//   sequences  dgates None; dx when `need_dx`; dW_ih, dW_hh, db (= db_ih = db_hh) when `need_weights`,
-//              summed inside the loop, so dL/da_t never leaves a unit's small scratch
-//   steps      dgates (K, T, B, 4H) = dL/da_t for the caller's batched weight-gradient GEMMs; dx when `need_dx`
+// (dgates, dx, dh_0, dc_0, dW_ih, dW_hh, db), each None (an undefined tensor) where not computed: dx when
+// `need_dx`; when `need_weights`, either dW_ih, dW_hh, db (= db_ih = db_hh) summed inside the loop (sequences
+// schedule, units of at least kMinSumRows rows: dL/da_t never leaves a unit's small scratch) or dgates
+// (K, T, B, 4H) = dL/da_t for the caller's batched weight-gradient GEMMs.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> backward(
     const at::Tensor& acts, const at::Tensor& cs, const at::Tensor& y, const at::Tensor& x, const at::Tensor& h0,
     const at::Tensor& c0, const at::Tensor& w_ih, const at::Tensor& w_hh, const std::optional<at::Tensor>& dy,
@@ -699,11 +700,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
   const bool has_dy = dy.has_value() && dy->defined();
   TORCH_CHECK(!has_dy || (dy->is_contiguous() && dy->sizes() == cs.sizes()), "lstmlab_cpu: dy must be contiguous");
   const bool sequences = use_sequences(schedule);
+  // Summing dW += da_tᵀ·[x_t, h_{t-1}] inside the loop pays while a unit has enough rows to amortise loading and
+  // storing its accumulators every step; below that dL/da is stored for batched GEMMs, as in the steps schedule.
+  const bool sum_in_loop = sequences && need_weights && split_units(members, batch).rows >= kMinSumRows;
   auto carried = [&](const std::optional<at::Tensor>& last) {  // a fresh (K, B, H) buffer: zeros or dL/d(state_T)
     return last.has_value() && last->defined() ? last->contiguous().clone() : at::zeros_like(c0);
   };
   at::Tensor dh = carried(dh_last), dc = carried(dc_last);
-  at::Tensor dgates = sequences ? at::Tensor() : at::empty_like(acts);
+  const bool store_dgates = !sequences || (need_weights && !sum_in_loop);
+  at::Tensor dgates = store_dgates ? at::empty_like(acts) : at::Tensor();
   at::Tensor dx = need_dx && sequences ? at::empty({members, steps, batch, inputs}, x.options()) : at::Tensor();
   at::Tensor dw_ih, dw_hh, db;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstmlab_backward", [&] {
@@ -719,22 +724,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
                                data_or_null<scalar_t>(dx), steps, batch, inputs, hidden, Tiles<scalar_t>{hidden}};
     if (sequences) {
       const Units units = split_units(members, batch);
-      // per unit: dL/da_t of its rows, x_t or h_{t-1} rows padded to whole vectors, and its own running sums of
-      // the weight gradients (added up per member below)
+      // per unit: dL/da_t of its rows (unless they go to dgates), x_t or h_{t-1} rows padded to whole vectors, and
+      // its own running sums of the weight gradients, added up per member below
       const int64_t ih_cols = Tiles<scalar_t>{inputs}.padded(), hh_cols = Tiles<scalar_t>{hidden}.padded();
-      const int64_t scratch_size = units.rows * (4 * hidden + std::max(ih_cols, hh_cols));
-      at::Tensor scratch = at::empty({units.count(), scratch_size}, x.options());
-      at::Tensor sums = need_weights ? at::zeros({units.count(), 4 * hidden * (ih_cols + hh_cols + 1)}, x.options())
-                                     : at::Tensor();
+      const int64_t scratch_size = units.rows * (4 * hidden + (sum_in_loop ? std::max(ih_cols, hh_cols) : 0));
+      at::Tensor scratch = dgates.defined() ? at::Tensor() : at::empty({units.count(), scratch_size}, x.options());
+      at::Tensor sums = sum_in_loop ? at::zeros({units.count(), 4 * hidden * (ih_cols + hh_cols + 1)}, x.options())
+                                    : at::Tensor();
       for_each_unit(units, batch, [&](int64_t u, int64_t k, int64_t b0, int64_t b1) {
-        scalar_t* own = need_weights ? sums.data_ptr<scalar_t>() + u * sums.size(1) : nullptr;
-        scalar_t* da = scratch.data_ptr<scalar_t>() + u * scratch_size;
-        const WeightGrads<scalar_t> grads{own, own ? own + 4 * hidden * ih_cols : nullptr,
-                                          own ? own + 4 * hidden * (ih_cols + hh_cols) : nullptr,
-                                          da + units.rows * 4 * hidden};
-        for (int64_t t = steps - 1; t >= 0; --t) p.step(k, t, b0, b1, da, grads);
+        scalar_t* own = sum_in_loop ? sums.data_ptr<scalar_t>() + u * sums.size(1) : nullptr;
+        scalar_t* da = scratch.defined() ? scratch.data_ptr<scalar_t>() + u * scratch_size : nullptr;
+        const WeightGrads<scalar_t> grads =
+            own ? WeightGrads<scalar_t>{own, own + 4 * hidden * ih_cols, own + 4 * hidden * (ih_cols + hh_cols),
+                                        da + units.rows * 4 * hidden}
+                : WeightGrads<scalar_t>{};
+        for (int64_t t = steps - 1; t >= 0; --t)
+          p.step(k, t, b0, b1, da ? da : dgates.data_ptr<scalar_t>() + 4 * p.state(k, t, b0), grads);
       });
-      if (need_weights) {  // the units of one member are its consecutive batch slices: sum them, drop the padding
+      if (sum_in_loop) {  // the units of one member are its consecutive batch slices: sum them, drop the padding
         const at::Tensor per_member = sums.view({members, units.slices, -1}).sum(1);
         dw_ih = per_member.narrow(1, 0, 4 * hidden * ih_cols).view({members, 4 * hidden, ih_cols})
                     .narrow(2, 0, inputs).contiguous();

@@ -190,34 +190,38 @@ class CppLoops:
             raise ValueError(f"unknown schedule {schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         self.schedule = schedule
 
-    def _schedule(self, members: int, hidden: int) -> str:
-        return choose_schedule(members, hidden) if self.schedule == "auto" else self.schedule
+    def _schedule(self, w_ih: Tensor, backward: bool) -> str:
+        if self.schedule != "auto":
+            return self.schedule
+        return choose_schedule(w_ih.shape[-1], w_ih.shape[-2] // 4, w_ih.element_size(), backward)
 
     def forward(self, x, h0, c0, w_ih, w_hh, bias, y, save=True):  # see Loops
-        schedule = self._schedule(x.shape[0], w_hh.shape[2])
+        schedule = self._schedule(w_ih, backward=False)
         acts, cs = torch.ops.lstmlab_cpu.forward(x, h0, c0, w_ih, w_hh, bias, y, schedule, save)
         return (acts if save else None), cs
 
     def backward(self, acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights):  # see Loops
-        schedule = self._schedule(acts.shape[0], w_hh.shape[2])
+        schedule = self._schedule(w_ih, backward=True)
         dgates, dx, dh0, dc0, *weights = torch.ops.lstmlab_cpu.backward(
             acts, cs, y, x, h0, c0, w_ih, w_hh, dy, dh, dc, need_dx, need_weights, schedule
         )
-        if dgates is not None and need_weights:  # the steps schedule leaves them to batched GEMMs
+        if dgates is not None and need_weights:  # left to batched GEMMs (the steps schedule, or a small batch)
             weights = weight_grads(dgates, x, h0, y)
         return Grads(dx, dh0, dc0, *weights)
 
 
-SEQUENCES_MAX_HIDDEN = 320  # measured crossover of the two C++ schedules (docs/benchmarks.md)
+# What one core's L2 holds of the sequences schedule's per-member working set (measured, docs/benchmarks.md):
+# W_ih and W_hh packed, and in the backward also their gradients' running sums.
+SEQUENCES_MAX_BYTES = 3 << 20
 
 
-def choose_schedule(members: int, hidden: int) -> str:
-    """The C++ loops' schedule: "sequences" (whole time loops per thread, the built-in register-blocked GEMM)
-    unless one member's W_hh outgrows what that kernel keeps in cache and there are fewer members than threads
-    to spread; then "steps" (one threaded library GEMM per step)."""
-    if hidden <= SEQUENCES_MAX_HIDDEN or members >= torch.get_num_threads():
-        return "sequences"
-    return "steps"
+def choose_schedule(inputs: int, hidden: int, itemsize: int, backward: bool) -> str:
+    """The C++ loops' schedule for one direction of a layer: "sequences" (whole time loops per thread, the built-in
+    register-blocked GEMM) while a member's working set fits SEQUENCES_MAX_BYTES, else "steps" (library GEMMs,
+    which block for cache themselves). The forward's working set is W_ih and W_hh, 4H·(I+H) values; the backward's
+    twice that."""
+    weights = 4 * hidden * (inputs + hidden) * itemsize
+    return "sequences" if weights * (2 if backward else 1) <= SEQUENCES_MAX_BYTES else "steps"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
