@@ -128,10 +128,14 @@ inline void with_lanes(bool half, Fn&& fn) {
   else fn(std::integral_constant<int64_t, kLanes<scalar_t>>{});
 }
 
-// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 4]: a register block of the n rows (or tiles) left.
+// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 8]: a register block of the n rows (or tiles) left.
 template <typename Fn>
 inline void with_count(int64_t n, Fn&& fn) {
   switch (n) {
+    case 8: fn(std::integral_constant<int, 8>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
     case 4: fn(std::integral_constant<int, 4>{}); break;
     case 3: fn(std::integral_constant<int, 3>{}); break;
     case 2: fn(std::integral_constant<int, 2>{}); break;
@@ -226,6 +230,10 @@ inline void gemm_block(const scalar_t* __restrict a, int64_t lda, int64_t ldq, i
 }
 
 constexpr int kRows = 4;   // batch rows (or weight-gradient rows) per register block
+
+// Rows per register block for a product of NV column tiles: 16 accumulators where NV ≤ 2 (8 rows), so that
+// narrow products are not bound by the FMA latency.
+constexpr int rows_for(int64_t nv) { return nv <= 2 ? 8 : kRows; }
 constexpr int kMinSumRows = 16;  // rows per unit from which the backward sums the weight gradients in its loop
 constexpr int kGroup = 4;  // column tiles per register block in the backward's products
 
@@ -494,16 +502,16 @@ struct Backward {
                     int64_t out_stride) const {
     const Groups<scalar_t> groups{Tiles<scalar_t>{cols}};
     for (int64_t g = 0; g < groups.count(); ++g) {  // a group's panel stays in L1 across row blocks
-      const int64_t first = groups.first(g);
+      const int64_t first = groups.first(g), step = rows_for(groups.size(g));
       const scalar_t* panel = w + (k * groups.tiles.padded() + first * groups.tiles.L) * 4 * hidden;
       with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
-        for (int64_t b = 0; b < rows; b += kRows)
-          with_count(std::min<int64_t>(kRows, rows - b), [&](auto r) {
-            with_count(groups.size(g), [&](auto nv) {
+        with_count(groups.size(g), [&](auto nv) {
+          for (int64_t b = 0; b < rows; b += step)
+            with_count(std::min<int64_t>(step, rows - b), [&](auto r) {
               this->template product_block<decltype(lanes)::value, decltype(r)::value, decltype(nv)::value>(
                   da + b * 4 * hidden, panel, groups.tiles, first, out + b * out_stride, out_stride);
             });
-          });
+        });
       });
     }
   }
@@ -534,9 +542,12 @@ struct Backward {
     for (int64_t g = 0; g < groups.count(); ++g)
       with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
         with_count(groups.size(g), [&](auto nv) {
-          for (int64_t q0 = 0; q0 < 4 * hidden; q0 += kRows)  // 4H is a multiple of kRows
-            this->template outer_block<decltype(lanes)::value, kRows, decltype(nv)::value>(
-                da, rows, q0, padded, ld, groups.first(g) * groups.tiles.L, dw);
+          constexpr int64_t step = rows_for(decltype(nv)::value);
+          for (int64_t q0 = 0; q0 < 4 * hidden; q0 += step)
+            with_count(std::min<int64_t>(step, 4 * hidden - q0), [&](auto r) {
+              this->template outer_block<decltype(lanes)::value, decltype(r)::value, decltype(nv)::value>(
+                  da, rows, q0, padded, ld, groups.first(g) * groups.tiles.L, dw);
+            });
         });
       });
   }
