@@ -374,6 +374,30 @@ def test_stacked_inference_matches_training_forward(loop, steps):
         torch.testing.assert_close(a, e.detach(), atol=0, rtol=0)
 
 
+def test_large_buffers_are_reused_only_once_their_graph_is_freed():
+    """Activation buffers of 32 MiB and more are pooled across calls: a second call while the first one's graph is
+    alive gets its own; the gradients of both are the ones each call alone gives; once freed, a buffer is reused."""
+    kwargs = loop_kwargs("sequences")
+    shape = (2, 64, 64, 8, 256)  # K·T·B·4H float32 values: 33.5 MB of activations
+    first, second = ([t.detach().float().requires_grad_() for t in make_stacked(*shape, seed=s)] for s in (1, 2))
+
+    def grads(tensors, y):
+        return torch.autograd.grad(y.square().sum(), [tensors[0], tensors[3], tensors[4]])
+
+    alone = [grads(t, fused.lstm_layer_stacked(*t, **kwargs)[0]) for t in (first, second)]
+    y1 = fused.lstm_layer_stacked(*first, **kwargs)[0]
+    y2 = fused.lstm_layer_stacked(*second, **kwargs)[0]  # while y1's graph holds its activations
+    acts1, acts2 = (y.grad_fn.saved_tensors[5] for y in (y1, y2))
+    assert acts1.data_ptr() != acts2.data_ptr()
+    for together, expected in zip((grads(second, y2), grads(first, y1)), reversed(alone), strict=True):
+        for a, e in zip(together, expected, strict=True):
+            torch.testing.assert_close(a, e, rtol=0, atol=0)
+    pointers = {acts1.data_ptr(), acts2.data_ptr()}
+    del y1, y2, acts1, acts2
+    y3 = fused.lstm_layer_stacked(*first, **kwargs)[0]
+    assert y3.grad_fn.saved_tensors[5].data_ptr() in pointers
+
+
 @pytest.mark.parametrize("backend", ["reference", "fused"])
 def test_stacked_layer_is_each_member_alone(backend):
     """The stacked form: member k of the result is the plain layer on member k's slices (float64)."""
