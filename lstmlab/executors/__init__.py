@@ -60,7 +60,7 @@ class Option:
 # Each executor: the module that implements it, the extra that installs its library, and its options.
 @dataclass(frozen=True)
 class Spec:
-    module: str
+    module: str | None  # None: the sweep's own loop (lstmlab.sweep.execute)
     library: str | None
     extra: str | None
     options: dict[str, Option] = field(default_factory=dict)
@@ -98,7 +98,7 @@ RAY_OPTIONS = {
 LOCAL_OPTIONS: dict[str, Option] = {}
 
 EXECUTORS: dict[str, Spec] = {
-    "local": Spec("lstmlab.sweep", None, None, LOCAL_OPTIONS),
+    "local": Spec(None, None, None, LOCAL_OPTIONS),
     "submitit": Spec("lstmlab.executors.submitit", "submitit", "slurm", SUBMITIT_OPTIONS),
     "ray": Spec("lstmlab.executors.ray", "ray", "ray", RAY_OPTIONS),
 }
@@ -179,7 +179,7 @@ def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1,
         except ImportError:
             raise UserError(f"--executor {name} needs the {spec.library} package: "
                             f"pip install 'lstmlab[{spec.extra}]'") from None
-    if name == "local":
+    if spec.module is None:
         return None
     module = importlib.import_module(spec.module)
     return module.make(values, work_dir=Path(work_dir).resolve())
@@ -201,12 +201,6 @@ def set_threads(threads: int) -> None:
 
 class Interrupted:
     """What a worker hands back for a unit stopped by a signal (its runs checkpointed and marked so)."""
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Interrupted)
-
-    def __hash__(self) -> int:
-        return 0
 
 
 def call_unit(unit_fn: Callable[[Any], Any], unit: Any, threads: int) -> Any:

@@ -81,7 +81,8 @@ class RayExecutor:
             ray.init(address=address, runtime_env=runtime_env, log_to_driver=False, logging_level=logging.WARNING,
                      **({"include_dashboard": False} if address == "local" else {}))
         except ConnectionError as e:
-            raise UserError(f"--executor-opt address={address}: {e}; start a cluster with `ray start --head`, or "
+            raise UserError(f"--executor-opt address={address}: {str(e).rstrip('.')}; start a cluster with "
+                            "`ray start --head`, or "
                             "use address=local for a Ray instance on this machine alone") from None
         return True
 
