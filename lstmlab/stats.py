@@ -133,8 +133,8 @@ def _resamples(n: int) -> int:
 
 
 def _batch(n: int) -> int:
-    """Resamples per batch: about 4 million values in memory at once."""
-    return max(1, min(BOOTSTRAP_RESAMPLES, 4_000_000 // max(n, 1)))
+    """Resamples per batch: about a million values (8 MB) in memory at once."""
+    return max(1, min(BOOTSTRAP_RESAMPLES, 1_000_000 // max(n, 1)))
 
 
 # -- solve rates ----------------------------------------------------------------------------------------
