@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 import yaml
@@ -133,3 +134,12 @@ def test_bad_input_exits_2(tmp_path):
                                  "--tracking-uri", f"sqlite:///{tmp_path / 'x.db'}"])
     assert result.exit_code == 2 and "no such path" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.parametrize("command, extra", [("mlflow", "mlflow"), ("tensorboard", "tensorboard")])
+def test_a_missing_extra_is_named(tiny_study, tmp_path, monkeypatch, command, extra):
+    monkeypatch.setitem(sys.modules, "mlflow" if extra == "mlflow" else "tensorboardX", None)  # not installed
+    result = runner.invoke(app, ["export", command, str(tiny_study), "--logdir" if extra == "tensorboard"
+                                 else "--tracking-uri", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"pip install 'lstmlab[{extra}]'" in result.output
