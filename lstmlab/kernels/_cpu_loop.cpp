@@ -26,9 +26,10 @@
 //              kernel to keep in cache.
 //
 // Vectors are GCC/Clang vector types of 64 bytes (16 floats or 8 doubles: one AVX-512 register, two AVX2
-// or four SSE/NEON ones, so the same source builds everywhere) or 32 bytes. A dimension (H, or I) is cut
-// into tiles of L = 64 bytes of values; its last, partial tile is a 32-byte vector when the rest fits in
-// one (23 = 16 + 7: 24 lanes computed instead of 32). Partial tiles use masked loads and stores with AVX-512.
+// or four SSE/NEON ones, so the same source builds everywhere), or 32 or 16 bytes. A dimension (H, or I) is
+// cut into tiles of L = 64 bytes of values; its last, partial tile is a 32- or 16-byte vector when the rest
+// fits (23 = 16 + 7: 24 lanes computed instead of 32; 49 = 48 + 1: 52, not 64), and in the forward's GEMM
+// the four gates of such a tile share whole vectors. Partial tiles use masked loads and stores (AVX-512).
 //
 // σ and tanh are the C library's exp and tanh: -ffast-math lets gcc call glibc's vectorised versions
 // (libmvec, AVX-512: 16 floats or 8 doubles a call, ~1 ulp) from the `omp simd` loops of the cells, which
@@ -83,6 +84,8 @@ inline Vec<scalar_t, N> load_lanes(const scalar_t* p, int64_t n) {
 #if defined(__AVX512VL__)
   if constexpr (std::is_same_v<scalar_t, float> && N == 8) return (Vec<scalar_t, N>)_mm256_maskz_loadu_ps((1u << n) - 1, p);
   if constexpr (std::is_same_v<scalar_t, double> && N == 4) return (Vec<scalar_t, N>)_mm256_maskz_loadu_pd((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, float> && N == 4) return (Vec<scalar_t, N>)_mm_maskz_loadu_ps((1u << n) - 1, p);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 2) return (Vec<scalar_t, N>)_mm_maskz_loadu_pd((1u << n) - 1, p);
 #endif
   v = Vec<scalar_t, N>{};
   for (int64_t l = 0; l < n; ++l) v[l] = p[l];
@@ -103,46 +106,46 @@ inline void store_lanes(scalar_t* p, Vec<scalar_t, N> v, int64_t n) {
 #if defined(__AVX512VL__)
   if constexpr (std::is_same_v<scalar_t, float> && N == 8) return _mm256_mask_storeu_ps(p, (1u << n) - 1, (__m256)v);
   if constexpr (std::is_same_v<scalar_t, double> && N == 4) return _mm256_mask_storeu_pd(p, (1u << n) - 1, (__m256d)v);
+  if constexpr (std::is_same_v<scalar_t, float> && N == 4) return _mm_mask_storeu_ps(p, (1u << n) - 1, (__m128)v);
+  if constexpr (std::is_same_v<scalar_t, double> && N == 2) return _mm_mask_storeu_pd(p, (1u << n) - 1, (__m128d)v);
 #endif
   for (int64_t l = 0; l < n; ++l) p[l] = v[l];
 }
 
-// A dimension of `size` values in tiles of L lanes; the last tile, when partial, has L/2 lanes if the rest fits.
-// Tile i covers values [i·L, i·L + width(i)); every tile but a half one starts a whole vector's worth after the
-// previous, so padded() = count()·L, less L/2 with a half tail.
+// A dimension of `size` values in tiles of L lanes; the last tile, when partial, is narrower where the rest fits:
+// L/4 or L/2 lanes (23 = 16 + 7: 8 lanes; 49 = 48 + 1: 4 lanes). Tile i covers values [i·L, i·L + width(i)); all
+// tiles but a narrow last one have L lanes, so padded() = (count() - 1)·L + lanes(last).
 template <typename scalar_t>
 struct Tiles {
   static constexpr int64_t L = kLanes<scalar_t>;
   int64_t size;
 
   int64_t count() const { return (size + L - 1) / L; }
-  bool half_tail() const { return size % L != 0 && size % L <= L / 2; }
-  bool half(int64_t i) const { return i == count() - 1 && half_tail(); }
-  int64_t lanes(int64_t i) const { return half(i) ? L / 2 : L; }
+  int64_t tail_lanes() const {
+    const int64_t rest = size - (count() - 1) * L;
+    return rest <= L / 4 ? L / 4 : rest <= L / 2 ? L / 2 : L;
+  }
+  int64_t lanes(int64_t i) const { return i == count() - 1 ? tail_lanes() : L; }
+  bool narrow_tail() const { return tail_lanes() < L; }
   int64_t width(int64_t i) const { return std::min(lanes(i), size - i * L); }
-  int64_t padded() const { return count() * L - (half_tail() ? L / 2 : 0); }
+  int64_t padded() const { return (count() - 1) * L + tail_lanes(); }
 };
 
-// Calls fn(std::integral_constant<int64_t, N>) with N = L/2 for a half tile, else L.
+// Calls fn(std::integral_constant<int64_t, N>) with N = n ∈ {L, L/2, L/4}: a tile's lanes.
 template <typename scalar_t, typename Fn>
-inline void with_lanes(bool half, Fn&& fn) {
-  if (half) fn(std::integral_constant<int64_t, kLanes<scalar_t> / 2>{});
-  else fn(std::integral_constant<int64_t, kLanes<scalar_t>>{});
+inline void with_lanes(int64_t n, Fn&& fn) {
+  constexpr int64_t L = kLanes<scalar_t>;
+  if (n == L / 4) fn(std::integral_constant<int64_t, L / 4>{});
+  else if (n == L / 2) fn(std::integral_constant<int64_t, L / 2>{});
+  else fn(std::integral_constant<int64_t, L>{});
 }
 
-// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, 8]: a register block of the n rows (or tiles) left.
-template <typename Fn>
+// Calls fn(std::integral_constant<int, R>) with R = n ∈ [1, Max]: a register block of the n rows (or tiles) left.
+template <int Max, typename Fn>
 inline void with_count(int64_t n, Fn&& fn) {
-  switch (n) {
-    case 8: fn(std::integral_constant<int, 8>{}); break;
-    case 7: fn(std::integral_constant<int, 7>{}); break;
-    case 6: fn(std::integral_constant<int, 6>{}); break;
-    case 5: fn(std::integral_constant<int, 5>{}); break;
-    case 4: fn(std::integral_constant<int, 4>{}); break;
-    case 3: fn(std::integral_constant<int, 3>{}); break;
-    case 2: fn(std::integral_constant<int, 2>{}); break;
-    default: fn(std::integral_constant<int, 1>{}); break;
-  }
+  if constexpr (Max > 1)
+    if (n < Max) return with_count<Max - 1>(n, fn);
+  fn(std::integral_constant<int, Max>{});
 }
 
 // σ(x) = 1 / (1 + e^{-x}) for x ≥ 0 and e^{x} / (1 + e^{x}) for x < 0: with e = e^{-|x|} ≤ 1 it never
@@ -282,16 +285,16 @@ at::Tensor pack_gate_bias(const at::Tensor& bias, int64_t hidden) {
   return packed;
 }
 
-// The column tiles of a product's output in register blocks: up to kGroup whole tiles side by side, and a half
+// The column tiles of a product's output in register blocks: up to kGroup whole tiles side by side, and a narrow
 // tail tile alone (its vectors are narrower). Block b covers tiles [first(b), first(b) + size(b)).
 template <typename scalar_t>
 struct Groups {
   Tiles<scalar_t> tiles;
-  int64_t whole() const { return tiles.count() - (tiles.half_tail() ? 1 : 0); }  // tiles of L lanes
-  int64_t count() const { return (whole() + kGroup - 1) / kGroup + (tiles.half_tail() ? 1 : 0); }
+  int64_t whole() const { return tiles.count() - (tiles.narrow_tail() ? 1 : 0); }  // tiles of L lanes
+  int64_t count() const { return (whole() + kGroup - 1) / kGroup + (tiles.narrow_tail() ? 1 : 0); }
   int64_t first(int64_t b) const { return std::min(b * kGroup, whole()); }
   int64_t size(int64_t b) const { return first(b) == whole() ? 1 : std::min<int64_t>(kGroup, whole() - first(b)); }
-  bool half(int64_t b) const { return first(b) == whole(); }
+  int64_t lanes(int64_t b) const { return tiles.lanes(first(b)); }
 };
 
 // A weight W (K, R, D) packed as the right operand of da · W (da: R values a row) for the column tiles of D in
@@ -350,25 +353,34 @@ struct Forward {
   void block(int64_t k, int64_t t, int64_t b, int64_t i) const {
     constexpr size_t kVec = sizeof(Vec<scalar_t, N>);
     const int64_t j0 = i * tiles.L, width = tiles.width(i), tile = k * tiles.padded() + j0;
-    Vec<scalar_t, N> acc[R][4];
-    if (w_hh) {
-      for (int g = 0; g < 4; ++g) {
-        Vec<scalar_t, N> b0 = Vec<scalar_t, N>{};
-        if (bias) std::memcpy(&b0, bias + tile * 4 + g * N, kVec);
-        for (int r = 0; r < R; ++r) acc[r][g] = b0;
+    alignas(64) scalar_t a[4][R * N], cp[R * N], c[R * N], h[R * N];  // a[g]: gate g's pre-activations, then its
+    if (w_hh) {                                                         // activations
+      // A panel row holds the four gates' N lanes side by side, 4N values, read as NV vectors of V lanes: one
+      // vector a gate for a tile of L or L/2 lanes, and for a quarter tile one whole vector for all four (1 FMA a
+      // row, not 4; as two vectors for a half tile, 8 accumulators measured slower than these 16 narrow ones).
+      constexpr int64_t V = N == kLanes<scalar_t> / 4 ? 4 * N : N, NV = 4 * N / V;
+      Vec<scalar_t, V> acc[R][NV], b0[NV];
+      for (int v = 0; v < NV; ++v) {
+        b0[v] = Vec<scalar_t, V>{};
+        if (bias) std::memcpy(&b0[v], bias + tile * 4 + v * V, sizeof b0[v]);
       }
+      for (int r = 0; r < R; ++r)
+        for (int v = 0; v < NV; ++v) acc[r][v] = b0[v];
       const scalar_t* x_t = x + ((k * steps + t) * batch + b) * inputs;
-      gemm_block<scalar_t, N, R, 4>(x_t, inputs, 1, inputs, w_ih + tile * 4 * inputs, 4 * N, acc);
-      gemm_block<scalar_t, N, R, 4>(h_prev(k, t, b), hidden, 1, hidden, w_hh + tile * 4 * hidden, 4 * N, acc);
-    } else {
+      gemm_block<scalar_t, V, R, NV>(x_t, inputs, 1, inputs, w_ih + tile * 4 * inputs, 4 * N, acc);
+      gemm_block<scalar_t, V, R, NV>(h_prev(k, t, b), hidden, 1, hidden, w_hh + tile * 4 * hidden, 4 * N, acc);
       for (int r = 0; r < R; ++r)
         for (int g = 0; g < 4; ++g)
-          acc[r][g] = load_lanes<scalar_t, N>(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
+          std::memcpy(a[g] + r * N, reinterpret_cast<const char*>(acc[r]) + g * kVec, kVec);
+    } else {
+      for (int r = 0; r < R; ++r)
+        for (int g = 0; g < 4; ++g) {
+          const Vec<scalar_t, N> v = load_lanes<scalar_t, N>(acts + 4 * state(k, t, b + r) + g * hidden + j0, width);
+          std::memcpy(a[g] + r * N, &v, kVec);
+        }
     }
 
-    alignas(64) scalar_t a[4][R * N], cp[R * N], c[R * N], h[R * N];
     for (int r = 0; r < R; ++r) {
-      for (int g = 0; g < 4; ++g) std::memcpy(a[g] + r * N, &acc[r][g], kVec);
       const Vec<scalar_t, N> v = load_lanes<scalar_t, N>(c_prev(k, t, b + r) + j0, width);
       std::memcpy(cp + r * N, &v, kVec);
     }
@@ -390,9 +402,9 @@ struct Forward {
   // Rows [b0, b1) of member k at step t, every hidden tile.
   void rows(int64_t k, int64_t t, int64_t b0, int64_t b1) const {
     for (int64_t i = 0; i < tiles.count(); ++i)  // tile-major: a tile's weight panels stay in L1 across row blocks
-      with_lanes<scalar_t>(tiles.half(i), [&](auto lanes) {
+      with_lanes<scalar_t>(tiles.lanes(i), [&](auto lanes) {
         for (int64_t b = b0; b < b1; b += kRows)
-          with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+          with_count<kRows>(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
             this->template block<decltype(lanes)::value, decltype(rows)::value>(k, t, b, i);
           });
       });
@@ -477,8 +489,8 @@ struct Backward {
   void cell_rows(int64_t k, int64_t t, int64_t b0, int64_t b1, scalar_t* da) const {
     for (int64_t b = b0; b < b1; b += kRows)
       for (int64_t i = 0; i < tiles.count(); ++i)
-        with_lanes<scalar_t>(tiles.half(i), [&](auto lanes) {
-          with_count(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
+        with_lanes<scalar_t>(tiles.lanes(i), [&](auto lanes) {
+          with_count<kRows>(std::min<int64_t>(kRows, b1 - b), [&](auto rows) {
             this->template cell_block<decltype(lanes)::value, decltype(rows)::value>(k, t, b, i,
                                                                                       da + (b - b0) * 4 * hidden);
           });
@@ -506,10 +518,10 @@ struct Backward {
     for (int64_t g = 0; g < groups.count(); ++g) {  // a group's panel stays in L1 across row blocks
       const int64_t first = groups.first(g), step = rows_for(groups.size(g));
       const scalar_t* panel = w + (k * groups.tiles.padded() + first * groups.tiles.L) * 4 * hidden;
-      with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
-        with_count(groups.size(g), [&](auto nv) {
+      with_lanes<scalar_t>(groups.lanes(g), [&](auto lanes) {
+        with_count<kGroup>(groups.size(g), [&](auto nv) {
           for (int64_t b = 0; b < rows; b += step)
-            with_count(std::min<int64_t>(step, rows - b), [&](auto r) {
+            with_count<8>(std::min<int64_t>(step, rows - b), [&](auto r) {
               this->template product_block<decltype(lanes)::value, decltype(r)::value, decltype(nv)::value>(
                   da + b * 4 * hidden, panel, groups.tiles, first, out + b * out_stride, out_stride);
             });
@@ -542,11 +554,11 @@ struct Backward {
       std::fill(padded + b * ld + cols, padded + (b + 1) * ld, scalar_t(0));
     }
     for (int64_t g = 0; g < groups.count(); ++g)
-      with_lanes<scalar_t>(groups.half(g), [&](auto lanes) {
-        with_count(groups.size(g), [&](auto nv) {
+      with_lanes<scalar_t>(groups.lanes(g), [&](auto lanes) {
+        with_count<kGroup>(groups.size(g), [&](auto nv) {
           constexpr int64_t step = rows_for(decltype(nv)::value);
           for (int64_t q0 = 0; q0 < 4 * hidden; q0 += step)
-            with_count(std::min<int64_t>(step, 4 * hidden - q0), [&](auto r) {
+            with_count<8>(std::min<int64_t>(step, 4 * hidden - q0), [&](auto r) {
               this->template outer_block<decltype(lanes)::value, decltype(r)::value, decltype(nv)::value>(
                   da, rows, q0, padded, ld, groups.first(g) * groups.tiles.L, dw);
             });
