@@ -15,8 +15,9 @@ own nn.LSTM weights, timed three ways for the same work:
     nn.LSTM    K separate nn.LSTM calls
 
 Each row is a median over `reps` timed calls after `warmup` untimed ones. The implementations of one
-(device, dtype, threads, shape, K, mode) are timed in interleaved rounds — one call of each per round — so
-that a machine that slows down or speeds up mid-run shifts them all alike. GFLOP/s counts the GEMM flops
+(device, dtype, threads, shape, K, mode) are timed in interleaved rounds — one call of each per round, each
+round starting one implementation later — so that a machine that slows down or speeds up mid-run shifts them
+all alike and none always runs after the same neighbour. GFLOP/s counts the GEMM flops
 only: forward 2·T·B·4H·(I+H) per member, forward+backward 3× that.
 
 The `lstmlab bench` command is a thin wrapper over this module:
@@ -196,9 +197,12 @@ def _measure_group(device, dtype, shape, mode, impls, reps, warmup, members=1, s
             call, weights = _pack_callables(impl, modules, x)
         steps_by_impl[impl] = _step(call, [x, *weights], mode)
     times: dict[str, list[float]] = {impl: [] for impl in impls}
+    order = list(steps_by_impl)
     for round_ in range(warmup + reps):
-        for impl, step in steps_by_impl.items():
-            seconds = _timed(step, device)
+        # each round starts one implementation later, so that none always runs after the same neighbour (whose
+        # data may have pushed its own out of the caches)
+        for impl in order[round_ % len(order) :] + order[: round_ % len(order)]:
+            seconds = _timed(steps_by_impl[impl], device)
             if round_ >= warmup:
                 times[impl].append(seconds)
     return times
