@@ -436,22 +436,55 @@ def bench(
     dtype: Annotated[list[str] | None, typer.Option("--dtype", help="float32, bfloat16, float64.")] = None,
     impl: Annotated[list[str] | None, typer.Option("--impl", help="Implementations to time (default all).")] = None,
     mode: Annotated[list[str] | None, typer.Option("--mode", help="fwd and/or fwdbwd (default both).")] = None,
-    reps: Annotated[int, typer.Option("--reps", min=1, help="Timed repetitions (median reported).")] = 7,
+    reps: Annotated[int | None, typer.Option("--reps", min=1, help="Timed repetitions, median reported "
+                                             "(default 7; with --study: rounds, default 1).")] = None,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed calls first.")] = 2,
     threads: Annotated[list[int] | None, typer.Option("--threads", min=1,
                        help="CPU threads (repeatable: each count in turn, in this process).")] = None,
-    pack: Annotated[int, typer.Option("--pack", min=1, metavar="K",
+    pack: Annotated[list[str] | None, typer.Option("--pack", metavar="K",
                     help="Time K members of each shape: the stacked layer (one call) vs K fused calls vs K nn.LSTM "
-                         "calls.")] = 1,
+                         "calls (default 1). With --study: the packed variant's pack size, K or auto "
+                         "(repeatable: each in turn; default auto).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="Small shapes, 3 repetitions: a smoke check.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
+    study: Annotated[Path | None, typer.Option("--study", metavar="CONFIG", rich_help_panel="Study",
+                     help="Time CONFIG's whole study instead: packed, --pack 1 --jobs N, and model.type=lstm "
+                     "--pack 1 --jobs N, interleaved; runs per minute each.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", metavar="KEY=VALUE", rich_help_panel="Study",
+                    help="With --study: override a config key.")] = None,
+    sweep: Annotated[list[str] | None, typer.Option("--sweep", metavar="KEY=V1,V2", rich_help_panel="Study",
+                     help="With --study: sweep a key over values.")] = None,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, rich_help_panel="Study",
+                                      help="With --study: processes of the unpacked variants.")] = 2,
+    data_dir: DataDir = Path("data"),
 ) -> None:
-    """Time the LSTM implementations (forward, forward+backward) against nn.LSTM in one process."""
-    from lstmlab.bench import MODES, parse_shape, render_table, run_bench, to_json
+    """Time the LSTM implementations (forward, forward+backward) against nn.LSTM in one process, or with
+    --study a whole study, packed against one run per process."""
+    if study is not None:
+        from lstmlab.bench_study import bench_study, render_study
+        from lstmlab.config import load_config
+        from lstmlab.packing import parse_pack
 
+        packs = [parse_pack(p) for p in pack or ["auto"]]
+        cfg = load_config(study, set_ or [], sweep or [])
+        rows = bench_study(cfg, data_dir=data_dir, jobs=jobs, packs=packs, reps=reps or 1,
+                           log=lambda line: _console(stderr=True).print(line, markup=False))
+        if json_:
+            import json
+
+            sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        else:
+            _console().print(render_study(rows))
+        return
+    from lstmlab.bench import MODES, parse_shape, render_table, run_bench, to_json
+    from lstmlab.errors import UserError
+
+    if len(pack or ()) > 1 or not all(p.isdigit() and int(p) >= 1 for p in pack or ()):
+        raise UserError(f"--pack: the layer benchmark takes one positive integer K, got {' '.join(pack or ())}")
+    members = int(pack[0]) if pack else 1
     rows = run_bench(shapes=[parse_shape(s) for s in shape] if shape else None, devices=device or None,
-                     dtypes=dtype or None, modes=tuple(mode or MODES), impls=impl or None, reps=reps,
-                     warmup=warmup, threads=threads or None, quick=quick, members=pack)
+                     dtypes=dtype or None, modes=tuple(mode or MODES), impls=impl or None, reps=reps or 7,
+                     warmup=warmup, threads=threads or None, quick=quick, members=members)
     if json_:
         sys.stdout.write(to_json(rows) + "\n")
     else:

@@ -37,7 +37,7 @@ from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import build_model, count_parameters, resolve_hidden_size
 from lstmlab.packing import pack_key
 from lstmlab.progress import pack_progress
-from lstmlab.runs import RunBusy, RunFolder, RunInterrupted, RunRefused, fire_test_hooks
+from lstmlab.runs import RunBusy, RunFolder, RunInterrupted, fire_test_hooks
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
 
@@ -238,29 +238,33 @@ def train_pack(
     if len(cfgs) > 1 and (len({pack_key(cfg) for cfg in cfgs}) != 1 or pack_key(cfgs[0]) is None):
         raise ValueError("these runs cannot share a pack (see lstmlab.packing.pack_key)")
     runs = [RunFolder(Path(runs_dir) / cfg.experiment / run_name(cfg, swept_keys)) for cfg in cfgs]
+    device = pick_device(cfgs[0].train.device)
+    backend = pick_backend(cfgs[0], device)
+    if cfgs[0].train.precision == "bf16" and device.type != "cuda":
+        raise UserError("train.precision: bf16 autocast needs a CUDA device; use fp32 on CPU")
     results: dict[int, RunResult] = {}
 
     with contextlib.ExitStack() as locks, StopAtStepBoundary() as stop:
-        # -- claim: lock every member's folder; what is done, busy or not ours drops out --------------------
-        claimed: list[tuple[int, str]] = []
+        # -- claim: lock every member's folder, load its checkpoint; the done, busy or refused drop out ------
+        claimed: dict[int, dict | None] = {}  # member -> its checkpoint (None: a new run)
         for i, (cfg, run) in enumerate(zip(cfgs, runs, strict=True)):
+            config = cfg.model_dump(mode="json")
             try:
                 locks.enter_context(run.lock())
-                state = run.prepare(cfg.model_dump(mode="json"), restart=restart)  # new | resume | completed
+                state = run.prepare(config, restart=restart)  # new | resume | completed
+                if state == "completed":
+                    results[i] = RunResult(run.path.name, run.path, "skipped", run.summary() or {})
+                    continue
+                claimed[i] = run.load_checkpoint(map_location=device, config=config) if state == "resume" else None
             except RunBusy as e:
                 results[i] = RunResult(run.path.name, run.path, "busy", error=e)
-                continue
-            except RunRefused as e:
+            except UserError as e:  # the folder or checkpoint holds another run, or cannot be read
                 results[i] = RunResult(run.path.name, None, "refused", error=e)
-                continue
-            if state == "completed":
-                results[i] = RunResult(run.path.name, run.path, "skipped", run.summary() or {})
-            else:
-                claimed.append((i, state))
         if not claimed:
             return [results[i] for i in range(len(cfgs))]
 
-        pack = restore([(cfgs[i], runs[i], state) for i, state in claimed], task, dataset, argv, log)
+        pack = restore([(cfgs[i], runs[i], ckpt) for i, ckpt in claimed.items()], task, dataset, device, backend,
+                       argv, log)
         progress = pack_progress(cfgs[0].train.steps, min(m.step for m in pack.members),
                                  pack_label(pack.members), quiet)
         pack.started = time.perf_counter()
@@ -286,7 +290,7 @@ def train_pack(
             for member in pack.active:
                 fail(pack, member, e)
         progress.close()
-        for (i, _), member in zip(claimed, pack.members, strict=True):
+        for i, member in zip(claimed, pack.members, strict=True):
             results[i] = member.result
     return [results[i] for i in range(len(cfgs))]
 
@@ -294,22 +298,18 @@ def train_pack(
 # -- restore: build each member as it builds alone, then load its checkpoint --------------------------
 
 
-def restore(claimed: list[tuple[ExperimentConfig, RunFolder, str]], task, dataset, argv, log) -> Pack:
+def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task, dataset, device: torch.device,
+            backend: str, argv, log) -> Pack:
     first = claimed[0][0]
-    device = pick_device(first.train.device)
     memory.check_run(first, dataset, device, members=len(claimed))  # before allocating: TooBig names the keys
     if first.train.threads:
         torch.set_num_threads(first.train.threads)
-    if first.train.precision == "bf16" and device.type != "cuda":
-        raise UserError("train.precision: bf16 autocast needs a CUDA device; use fp32 on CPU")
     dtype = getattr(torch, first.train.dtype)
-    backend = pick_backend(first, device)
-    prepare_kernel = getattr(kernels, "prepare", None)  # build the C++ loop before any run's clock starts
-    if prepare_kernel is not None and first.model.type == "scratch-lstm":
-        prepare_kernel(backend, device, dtype)
+    if first.model.type == "scratch-lstm":
+        kernels.prepare(backend, device, dtype)  # build the C++ loop (once) before any run's clock starts
 
     members, models, rngs = [], [], []
-    for index, (cfg, run, state) in enumerate(claimed):
+    for index, (cfg, run, ckpt) in enumerate(claimed):
         torch.manual_seed(cfg.train.seed)  # initial weights, then dropout masks, from the run's seed
         model = build_model(cfg.model, dataset.spec).to(device=device, dtype=dtype)
         rng = MemberRNG(device)
@@ -320,8 +320,7 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, str]], task, datase
             batches=torch.Generator().manual_seed(cfg.train.seed),
             summary=summary_head(cfg, run, task, dataset, count_parameters(model), device, backend),
         )  # fmt: skip
-        if state == "resume":
-            ckpt = run.load_checkpoint(map_location=device, config=cfg.model_dump(mode="json"))
+        if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             member.optimizer.load_state_dict(ckpt["optimizer"])
             member.scheduler.load_state_dict(ckpt["scheduler"])
@@ -451,24 +450,33 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
     finish(pack, [m for m in healthy if m.done_training()], log)
 
 
+EVAL_SEQUENCES = 4096  # sequences through the model per evaluation call, at most: members × eval batch
+
+
 @torch.no_grad()
 def evaluate(pack: Pack, members: list[Member], split_name: str) -> list[dict[str, float]]:
-    """Every metric of the task over a whole split, for each member (sums over batches, then one division)."""
+    """Every metric of the task over a whole split, for each member (sums over batches, then one division).
+
+    Members read the same batches, as many members at a time as keep a call within EVAL_SEQUENCES."""
     if not members:
         return []
-    model = pack.model.eval()
+    model, task = pack.model.eval(), pack.task
     split = pack.splits[split_name]
     batch_size = members[0].cfg.train.eval_batch_size
-    sums: list[dict[str, list]] = [{} for _ in members]
-    active = [m.index for m in members]
-    for start in range(0, len(split["inputs"]), batch_size):
-        batch = {k: v[start : start + batch_size] for k, v in split.items()}
-        inputs = batch["inputs"].expand(len(members), *batch["inputs"].shape)  # every member reads the same batch
-        with pack.autocast:
-            output = model(inputs, active)
-        for j in range(len(members)):
-            accumulate(sums[j], pack.task.score(output[j], batch))
-    return [averages(s) for s in sums]
+    group = max(1, EVAL_SEQUENCES // batch_size)
+    results = []
+    for first in range(0, len(members), group):
+        active = [m.index for m in members[first : first + group]]
+        sums: list[dict[str, list]] = [{} for _ in active]
+        for start in range(0, len(split["inputs"]), batch_size):
+            batch = {k: v[start : start + batch_size] for k, v in split.items()}
+            inputs = batch["inputs"].expand(len(active), *batch["inputs"].shape)  # one batch, every member
+            with pack.autocast:
+                output = model(inputs, active)
+            for j in range(len(active)):
+                accumulate(sums[j], task.score(output[j], batch))
+        results += [averages(s) for s in sums]
+    return results
 
 
 def checkpoint(pack: Pack, member: Member) -> None:

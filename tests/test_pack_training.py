@@ -14,13 +14,14 @@ from pathlib import Path
 import pytest
 from conftest import TINY, write_config
 
+import lstmlab.train
 from lstmlab.config import validate
 from lstmlab.sweep import run_sweep
 from lstmlab.train import train_pack
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
 ADDING = {**TINY, "model": {"type": "scratch-lstm", "hidden_size": 6, "backend": "fused"},
-          "train": {**TINY["train"], "dtype": "float64", "steps": 24, "eval_every": 6}}
+          "train": {**TINY["train"], "dtype": "float64", "steps": 24, "eval_every": 6, "eval_batch_size": 24}}
 COPY = {**ADDING, "task": {"name": "copy", "seq_len": 4, "n_symbols": 3, "alphabet": 4, "n_train": 128,
                            "n_val": 32, "n_test": 32}}
 
@@ -83,7 +84,8 @@ def assert_close(a, b, where=""):
 
 
 @pytest.mark.parametrize("base", [ADDING, COPY], ids=["adding", "copy"])
-def test_every_member_of_a_pack_writes_the_run_it_writes_alone(tmp_path, base):
+def test_every_member_of_a_pack_writes_the_run_it_writes_alone(tmp_path, base, monkeypatch):
+    monkeypatch.setattr(lstmlab.train, "EVAL_SEQUENCES", 48)  # evaluations take the members two at a time
     quiet = dict(data_dir=tmp_path / "data", swept_keys=LR, quiet=True, log=lambda _: None)
     for layers in (1, 2):
         pack = configs(base, layers, [*MEMBERS, NAN])
@@ -100,12 +102,30 @@ def test_every_member_of_a_pack_writes_the_run_it_writes_alone(tmp_path, base):
             assert_close(numbers(in_pack.path), numbers(alone.path), in_pack.path.name)
 
 
+
+def test_a_refused_or_busy_member_leaves_the_rest_of_its_pack_training(tmp_path):
+    from lstmlab.runs import RunFolder
+
+    pack = configs(ADDING, 1, MEMBERS[:3])
+    quiet = dict(data_dir=tmp_path / "data", swept_keys=LR, quiet=True, log=lambda _: None)
+    runs = tmp_path / "runs" / "tiny"
+    (runs / "L1-scratch-lstm-s1-lr0.03").mkdir(parents=True)
+    (runs / "L1-scratch-lstm-s1-lr0.03" / "config.yaml").write_text("experiment: another\n")
+    with RunFolder(runs / "L1-scratch-lstm-s2-lr0.02").lock():  # another trainer holds this one
+        results = train_pack(pack, runs_dir=tmp_path / "runs", **quiet)
+    assert [r.status for r in results] == ["completed", "refused", "busy"]
+    assert "holds a run of a different config" in str(results[1].error)
+    env = json.loads((results[0].path / "env.json").read_text())
+    assert env["pack"] == {"size": 1, "members": ["L1-scratch-lstm-s0-lr0.01"]}
+    alone = train_pack(pack[:1], runs_dir=tmp_path / "alone", **quiet)[0]
+    assert_close(numbers(results[0].path), numbers(alone.path))
+
 # -- whole studies through the command line: --pack, kill -9 and resume ---------------------------------
 
 STUDY = {**ADDING, "train": {**ADDING["train"], "steps": 30, "eval_every": 10}, "sweep": {"train.seed": [0, 1, 2, 3]}}
 
 
-def lstmlab(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
+def run_lstmlab(args: list[str], env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lstmlab", *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, **(env or {})})
 
@@ -151,10 +171,10 @@ def test_a_packed_study_writes_the_runs_of_pack_1(tmp_path, fresh):
 def test_killed_packed_study_resumes_with_members_regrouped_by_step(tmp_path, fresh):
     """kill -9 after step 15 of the first pack (checkpoints at 10; the second pack never started), then the
     same study again with bigger packs: two packs, at steps 10 and 0, and the numbers of an uninterrupted run."""
-    killed = lstmlab(study_args(tmp_path, "runs", "--pack", "2"),
+    killed = run_lstmlab(study_args(tmp_path, "runs", "--pack", "2"),
                      env={"LSTMLAB_TEST_SIGNAL": "KILL@step=15@L1-scratch-lstm-s1"})
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    resumed = lstmlab(study_args(tmp_path, "runs", "--pack", "4"))
+    resumed = run_lstmlab(study_args(tmp_path, "runs", "--pack", "4"))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "in 2 unit(s) of 2 (--pack 4" in resumed.stdout
     assert resumed.stdout.count("resuming at step 10") == 2
@@ -164,10 +184,10 @@ def test_killed_packed_study_resumes_with_members_regrouped_by_step(tmp_path, fr
 def test_kill_between_a_members_test_row_and_its_completion(tmp_path, fresh):
     """Killed after member s1 wrote its test row (s0 completed before it): the rerun skips s0, discards s1's
     uncommitted test row, and finishes s1, s2, s3 at their last step without training another step."""
-    killed = lstmlab(study_args(tmp_path, "runs", "--pack", "4"),
+    killed = run_lstmlab(study_args(tmp_path, "runs", "--pack", "4"),
                      env={"LSTMLAB_TEST_SIGNAL": "KILL@complete@L1-scratch-lstm-s1"})
     assert killed.returncode == -signal.SIGKILL
-    resumed = lstmlab(study_args(tmp_path, "runs", "--pack", "4"))
+    resumed = run_lstmlab(study_args(tmp_path, "runs", "--pack", "4"))
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "skipped (already completed) (1): L1-scratch-lstm-s0" in resumed.stdout
     assert resumed.stdout.count("resuming at step 30") == 3
