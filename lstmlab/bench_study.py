@@ -3,9 +3,10 @@
 `lstmlab bench --study CONFIG [--jobs N]` trains every run of CONFIG's sweep three ways, from scratch,
 in fresh run folders under a temporary directory:
 
-    packed          --pack auto (or --pack K; several)  the packs of lstmlab.packing, one process
-    unpacked        --pack 1 --jobs N                  one run per worker process, N at a time
-    lstm unpacked   --pack 1 --jobs N, model.type=lstm torch.nn.LSTM at the same parameter budget
+    packed            --pack auto (or --pack K, several)  the packs of lstmlab.packing, in one process
+    packed --jobs N   the same in N worker processes      (auto sizes the packs to keep N workers busy)
+    unpacked          --pack 1 --jobs N                   one run per worker process, N at a time
+    lstm unpacked     --pack 1 --jobs N, model.type=lstm  torch.nn.LSTM at the same parameter budget
 
 The three are timed in interleaved rounds (packed, unpacked, lstm; packed, unpacked, lstm; ...) in one
 process, so a machine that slows down or speeds up mid-run shifts them alike; each variant's figure is
@@ -36,8 +37,12 @@ class Variant:
 
 
 def variants(packs: list[int | str], jobs: int) -> list[Variant]:
-    """Packed at each pack size (one process), then unpacked and lstm unpacked (`jobs` processes)."""
-    packed = [Variant("packed" if len(packs) == 1 else f"packed {p}", p, 1) for p in packs]
+    """Packed at each pack size, in one process and (jobs > 1) in `jobs`; then unpacked and lstm unpacked."""
+    packed = []
+    for pack in packs:
+        for n in sorted({1, jobs}):
+            name = "packed" + (f" {pack}" if len(packs) > 1 else "") + (f" --jobs {n}" if n > 1 else "")
+            packed.append(Variant(name, pack, n))
     return [*packed, Variant("unpacked", 1, jobs), Variant("lstm unpacked", 1, jobs, "lstm")]
 
 

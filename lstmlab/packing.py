@@ -48,9 +48,13 @@ MEMBER_KEYS = (
 )
 PACKABLE_TYPES = ("scratch-lstm",)
 
-# `--pack auto`: the most members per pack on each device type. Measured with `lstmlab bench --study`
-# (docs/benchmarks.md, "Packed training"): past this size a bigger pack no longer buys runs per minute.
+# `--pack auto`, on each device type: the most members a pack may hold, and what a pack costs. On this
+# project's CPU (docs/benchmarks.md, "Packed training") a member step costs about 1 + 0.5/K of a run's
+# step alone: a pack of K costs about K + PACK_OVERHEAD runs' work, and past 16 members a bigger pack buys
+# nothing. No GPU was available to measure: 64 there is a cap, not a measurement (a GPU has more lanes for
+# a pack to fill); `lstmlab bench --study ... --pack K` measures a device, and `--pack K` sets a size.
 AUTO_PACK = {"cpu": 16, "cuda": 64}
+PACK_OVERHEAD = 0.5
 
 
 @dataclass(frozen=True)
@@ -102,15 +106,39 @@ def parse_pack(text: str) -> int | str:
     return size
 
 
-def auto_pack_size(device_type: str) -> int:
-    """The pack size `--pack auto` uses on a device type (see AUTO_PACK)."""
-    return AUTO_PACK.get(device_type, AUTO_PACK["cpu"])
+def auto_pack_size(device_type: str, group_sizes: Sequence[int], jobs: int = 1) -> int:
+    """The pack size of `--pack auto`: of the sizes up to AUTO_PACK, the one whose packs finish soonest on
+    `jobs` workers (a pack of K costs K + PACK_OVERHEAD; packs go largest first to the least busy worker);
+    on a tie the smaller (the largest pack the split makes). With one worker that means the fewest packs; with
+    more, packs that keep every worker busy (3 groups of 10 runs on 2 workers: packs of 5, three per worker,
+    not packs of 10, two on one worker and one on the other)."""
+    most = AUTO_PACK.get(device_type, AUTO_PACK["cpu"])
+    return min(range(1, most + 1), key=lambda k: (makespan(group_sizes, k, jobs), k))
+
+
+def makespan(group_sizes: Sequence[int], pack: int, jobs: int) -> float:
+    """When the last of `jobs` workers ends, in runs' work, with the groups split into balanced packs."""
+    costs = sorted((size + PACK_OVERHEAD for n in group_sizes for size in balanced_sizes(n, pack)), reverse=True)
+    loads = [0.0] * max(1, jobs)
+    for cost in costs:
+        loads[loads.index(min(loads))] += cost
+    return max(loads)
 
 
 def balanced_sizes(n: int, most: int) -> list[int]:
     """Split n members into the fewest packs of at most `most`, sizes differing by at most one: 10, 4 -> 4, 3, 3."""
     count = math.ceil(n / most)
     return [n // count + (1 if i < n % count else 0) for i in range(count)]
+
+
+def groups(points: Sequence[Point]) -> list[list[Point]]:
+    """Points that may share a pack: same pack key and checkpoint step, in order of first appearance
+    (a point that never packs is a group of its own)."""
+    found: dict[tuple, list[Point]] = {}
+    for i, point in enumerate(points):
+        key = pack_key(point.cfg)
+        found.setdefault((key, point.step) if key is not None else (None, i), []).append(point)
+    return list(found.values())
 
 
 def plan(points: Sequence[Point], pack: int) -> list[Unit]:
@@ -121,13 +149,8 @@ def plan(points: Sequence[Point], pack: int) -> list[Unit]:
     """
     if pack < 1:
         raise ValueError(f"pack size must be at least 1, got {pack}")
-    groups: dict[tuple, list[Point]] = {}
-    for i, point in enumerate(points):
-        key = pack_key(point.cfg)
-        group = (key, point.step) if key is not None and pack > 1 else (None, i)
-        groups.setdefault(group, []).append(point)
     units = []
-    for members in groups.values():
+    for members in groups(points):
         start = 0
         for size in balanced_sizes(len(members), pack):
             units.append(Unit(tuple(members[start : start + size])))

@@ -105,7 +105,7 @@ def run_sweep(
     options = UnitOptions(Path(runs_dir), Path(data_dir), tuple(cfg.sweep), restart, quiet, argv)
     with sigterm_like_ctrl_c():
         generate_datasets(points, data_dir, log)  # before any worker starts, so that no two generate the same data
-        plan = plan_sweep(points, options, pack)
+        plan = plan_sweep(points, options, pack, jobs=jobs if cluster is None else 1)
         if len(plan.units) < sum(len(u) for u in plan.units):
             log(describe_plan(plan))
         outcomes = {o.name: o for o in plan.skipped}
@@ -153,11 +153,12 @@ class Plan:
         return sum(p.cfg.train.steps - p.step for unit in self.units for p in unit.points)
 
 
-def plan_sweep(points: list[ExperimentConfig], options: UnitOptions, pack: int | str) -> Plan:
+def plan_sweep(points: list[ExperimentConfig], options: UnitOptions, pack: int | str, jobs: int = 1) -> Plan:
     """Resolve each point (its hidden size follows from its dataset), name it, look at its folder: a completed
-    run is skipped, an unfinished one resumes from its checkpoint's step; then pack what is left."""
+    run is skipped, an unfinished one resumes from its checkpoint's step; then pack what is left (`auto`:
+    lstmlab.packing.auto_pack_size for the device and `jobs` workers)."""
     from lstmlab.models.sequence import resolve_hidden_size
-    from lstmlab.packing import Point, auto_pack_size, plan
+    from lstmlab.packing import Point, auto_pack_size, groups, plan
     from lstmlab.train import pick_device, run_name
 
     specs: dict[str, Any] = {}
@@ -176,7 +177,8 @@ def plan_sweep(points: list[ExperimentConfig], options: UnitOptions, pack: int |
         else:
             todo.append(Point(resolved, name, step))
     if pack == "auto":
-        pack = auto_pack_size(pick_device(points[0].train.device).type) if points else 1
+        device_type = pick_device(points[0].train.device).type if points else "cpu"
+        pack = auto_pack_size(device_type, [len(g) for g in groups(todo)], jobs)
     return Plan(names, plan(todo, int(pack)), skipped, int(pack))
 
 

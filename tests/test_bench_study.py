@@ -8,7 +8,7 @@ import pytest
 from conftest import TINY, write_config
 from typer.testing import CliRunner
 
-from lstmlab.bench_study import bench_study, render_study
+from lstmlab.bench_study import bench_study, render_study, variants
 from lstmlab.cli import app
 from lstmlab.config import validate
 
@@ -23,6 +23,7 @@ def test_every_variant_trains_the_whole_study(tmp_path):
     assert [(r["variant"], r["model_type"], r["pack"], r["jobs"]) for r in rows] == [
         ("packed 2", "scratch-lstm", 2, 1), ("packed 3", "scratch-lstm", 3, 1), ("unpacked", "scratch-lstm", 1, 1),
         ("lstm unpacked", "lstm", 1, 1)]
+    assert [v.name for v in variants(["auto"], 2)] == ["packed", "packed --jobs 2", "unpacked", "lstm unpacked"]
     for row in rows:
         assert row["runs"] == 3 and len(row["times_s"]) == 2
         assert row["wall_s"] == pytest.approx(sum(row["times_s"]) / 2)  # the median of two
@@ -40,6 +41,7 @@ def test_bench_study_command_prints_json(tmp_path):
                                       "--data-dir", str(tmp_path / "data"), "--json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert [(r["variant"], r["runs"]) for r in rows] == [("packed", 2), ("unpacked", 2), ("lstm unpacked", 2)]
+    assert [(r["variant"], r["jobs"], r["runs"]) for r in rows] == [("packed", 1, 2), ("unpacked", 1, 2),
+                                                                   ("lstm unpacked", 1, 2)]
     bad = CliRunner().invoke(app, ["bench", "--study", str(config), "--pack", "0"])
     assert bad.exit_code == 2 and "--pack: expected a positive integer or auto" in bad.output

@@ -216,3 +216,15 @@ def test_clip_grad_norms_is_torchs_clip_for_every_member_bitwise():
         for p, q in zip(members[k], twin, strict=True):
             assert torch.equal(p.grad, q.grad)
     assert norms[0] > 1.0  # the first member was clipped: its gradients changed
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+def test_a_bad_pack_size_is_bad_input(tmp_path, value):
+    from typer.testing import CliRunner
+
+    from lstmlab.cli import app
+
+    config = write_config(tmp_path / "study.yaml", STUDY)
+    result = CliRunner().invoke(app, ["train", str(config), "--pack", value, "--runs-dir", str(tmp_path / "r")])
+    assert result.exit_code == 2 and f"--pack: expected a positive integer or auto, got '{value}'" in result.output
+    assert not (tmp_path / "r").exists()

@@ -77,3 +77,13 @@ def test_members_regroup_by_their_checkpoint_step():
     ps = points({"train.seed": [0, 1, 2, 3]}, steps={"p1": 10, "p3": 10})
     assert names(plan(ps, 8)) == [["p0", "p2"], ["p1", "p3"]]
     assert [u.points[0].step for u in plan(ps, 8)] == [0, 10]
+
+
+def test_auto_pack_size_keeps_every_worker_busy():
+    from lstmlab.packing import auto_pack_size, makespan
+
+    assert auto_pack_size("cpu", [10, 10, 10], jobs=1) == 10  # one pack per depth
+    assert auto_pack_size("cpu", [10, 10, 10], jobs=2) == 5  # six packs, three per worker
+    assert makespan([10, 10, 10], 10, 2) == 21.0 and makespan([10, 10, 10], 5, 2) == 16.5
+    assert auto_pack_size("cpu", [40], jobs=1) == 14  # at most 16: 14, 13, 13
+    assert auto_pack_size("cpu", [1, 1, 1], jobs=2) == 1  # runs that never pack
