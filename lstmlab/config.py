@@ -93,6 +93,11 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1, description="Sequences per optimizer step.")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every N steps.")
     eval_batch_size: int = Field(512, ge=1, description="Sequences per batch when evaluating.")
+    diagnostics_every: int | None = Field(
+        None, ge=1, description="Write diagnostics.csv every N optimizer steps (and at step 0): the gradient "
+        "reaching the first and last time step per layer and the gate statistics, on the first 256 validation "
+        "sequences (see docs/inspect.md). null: off.",
+    )
     optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adam", description="Optimizer.")
     lr: float = Field(1e-3, gt=0.0, description="Peak learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, description="Weight decay (decoupled for adamw).")

@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from lstmlab.errors import UserError
 from lstmlab.runs import DIAGNOSTICS, RunFolder
 
 PROBE_SIZE = 256  # validation sequences in the probe batch
@@ -47,6 +48,16 @@ def diagnostics_row(model, batch: dict, loss_fn: Callable, step: int) -> dict[st
         for gate, stats in layer["gates"].items():
             row[f"l{k}_{gate}_mean"], row[f"l{k}_{gate}_saturated"] = stats["mean"], stats["saturated"]
     return row
+
+
+def check_traceable(model) -> None:
+    """UserError unless `model`'s core is one lstmlab.gradflow can trace (LSTM, GRU, RNN): said before training."""
+    from lstmlab.gradflow import core_kind
+
+    try:
+        core_kind(model.core)
+    except ValueError as e:
+        raise UserError(f"train.diagnostics_every: {e}") from None
 
 
 class Diagnostics:

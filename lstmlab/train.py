@@ -31,13 +31,14 @@ import torch
 
 from lstmlab import kernels, memory
 from lstmlab.config import ExperimentConfig, get_dotted
+from lstmlab.diagnostics import Diagnostics, check_traceable
 from lstmlab.env import environment
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import build_model, count_parameters, resolve_hidden_size
 from lstmlab.packing import pack_key
 from lstmlab.progress import pack_progress
-from lstmlab.runs import RunBusy, RunFolder, RunInterrupted, fire_test_hooks
+from lstmlab.runs import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
 
@@ -164,6 +165,7 @@ class Member:
     bad_evals: int = 0  # evaluations since the best one
     best: Best = field(default_factory=Best)
     interval: Interval = field(default_factory=Interval)
+    diagnostics: Diagnostics | None = None  # writes diagnostics.csv (train.diagnostics_every)
     result: RunResult | None = None  # set when it completes or fails: frozen from then on
 
     @property
@@ -270,11 +272,13 @@ def train_pack(
         pack.started = time.perf_counter()
         try:
             finish(pack, [m for m in pack.members if m.done_training()], log)  # resumed at its last step
+            record_diagnostics(pack, [m for m in pack.active if m.step == 0])
             while active := pack.active:
                 for member in active:
                     fire_test_hooks(f"step={member.step}", member.name)
                 stop.check()
                 train_step(pack, active)
+                record_diagnostics(pack, active)
                 progress.update(1)
                 if on_steps is not None:
                     on_steps(len(active))
@@ -330,10 +334,13 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task
             member.best, member.interval = Best.from_state(ckpt["best"]), Interval.from_state(ckpt["interval"])
             log(f"{run.path}: resuming at step {member.step}")
         run.truncate_metrics(member.step)  # rows past the checkpoint are redone; an uncommitted test row goes
+        run.truncate_metrics(member.step if ckpt is not None else -1, DIAGNOSTICS)  # a new run redoes step 0 too
         members.append(member)
         models.append(model)
         rngs.append(rng)
 
+    if first.train.diagnostics_every:
+        check_traceable(models[0])  # bad input, said before training starts
     names = [m.name for m in members]
     for member in members:
         member.run.write_config(member.cfg.dump_yaml())
@@ -342,6 +349,9 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task
         member.columns = member.run.metrics_columns()
     splits = {split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()}
               for split, arrays in dataset.splits.items()}  # fmt: skip
+    for member in members:
+        if member.cfg.train.diagnostics_every:
+            member.diagnostics = Diagnostics.for_run(member.run, task, splits["val"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=first.train.precision == "bf16")
     return Pack(members, PackedModel(models, rngs), task, dataset.meta, splits, device, autocast)
 
@@ -387,6 +397,15 @@ def train_step(pack: Pack, active: list[Member]) -> None:
     seconds = time.perf_counter() - tic
     for member in active:
         member.interval.seconds += seconds  # the pack's step is every member's step
+
+
+def record_diagnostics(pack: Pack, members: list[Member]) -> None:
+    """A diagnostics.csv row for each member whose step is a multiple of its train.diagnostics_every (float64
+    copies of its weights, no random draws: its training goes on exactly as without)."""
+    for member in members:
+        every = member.cfg.train.diagnostics_every
+        if every and member.step % every == 0:
+            member.diagnostics.record(pack.model.members[member.index], member.step)
 
 
 def clip_grad_norms(members: list[list[torch.Tensor]], max_norms: list[float]) -> torch.Tensor:
