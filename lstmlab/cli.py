@@ -148,6 +148,12 @@ def train(
         typer.Option("--executor-opt", metavar="KEY=VALUE", rich_help_panel=RUN_PANEL,
                      help=f"An option of the executor (repeatable). {options_help()}.")
     ] = None,
+    tensorboard: Annotated[
+        Path | None,
+        typer.Option("--tensorboard", metavar="DIR", rich_help_panel=OUTPUT_PANEL, show_default=False,
+                     help="Log every evaluation to TensorBoard event files in DIR/<experiment>/<run-name> while "
+                     "training, as `lstmlab export tensorboard` would write them (needs the tensorboard extra).")
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT_PANEL)
     ] = False,
@@ -181,11 +187,16 @@ def train(
     from lstmlab.files import make_folder
     from lstmlab.sweep import exit_code, run_sweep
 
+    if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
+        from lstmlab.export.tensorboard import summary_writer
+
+        summary_writer()
+        make_folder(tensorboard, "--tensorboard")
     make_folder(runs_dir / cfg.experiment, "--runs-dir")  # before any run: one message, not one per run
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
                              pack=pack_size, executor=executor, executor_options=executor_opt or [], argv=sys.argv,
-                             log=lambda line: console.print(line, markup=False))
+                             tensorboard=tensorboard, log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]

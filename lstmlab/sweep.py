@@ -87,22 +87,26 @@ def run_sweep(
     executor: str = "local",
     executor_options: Sequence[str] = (),
     argv: list[str] | None = None,
+    tensorboard: str | Path | None = None,
     log: Callable[[str], None] = print,
 ) -> list[Outcome]:
     """Train every distinct point, `pack` runs at most to a pack (an int, or "auto"); log one line per run
     as it ends, then the listing by outcome. Outcomes come back in the sweep's order.
 
     `executor`: where the units run (lstmlab.executors): `local` (here, or `jobs` worker processes),
-    `submitit` or `ray`, with its `executor_options` (KEY=VALUE texts)."""
+    `submitit` or `ray`, with its `executor_options` (KEY=VALUE texts). `tensorboard`: a folder where every
+    run also logs its evaluations as TensorBoard scalars while it trains (needs the [tensorboard] extra)."""
     from lstmlab.executors import make_executor
     from lstmlab.progress import StudyProgress
 
     cluster = make_executor(executor, executor_options, jobs=jobs, work_dir=Path(runs_dir) / cfg.experiment)
     if cluster is not None:  # the tasks run elsewhere: they are handed paths that mean the same there
         runs_dir, data_dir = Path(runs_dir).resolve(), Path(data_dir).resolve()
+        tensorboard = Path(tensorboard).resolve() if tensorboard is not None else None
     points = distinct_points(cfg, log)
     log(f"{cfg.experiment}: {len(points)} run(s) of task {cfg.task.name} -> {Path(runs_dir) / cfg.experiment}")
-    options = UnitOptions(Path(runs_dir), Path(data_dir), tuple(cfg.sweep), restart, quiet, argv)
+    options = UnitOptions(Path(runs_dir), Path(data_dir), tuple(cfg.sweep), restart, quiet, argv,
+                          Path(tensorboard) if tensorboard is not None else None)
     with sigterm_like_ctrl_c():
         generate_datasets(points, data_dir, log)  # before any worker starts, so that no two generate the same data
         plan = plan_sweep(points, options, pack, jobs=jobs if cluster is None else 1)
@@ -138,6 +142,7 @@ class UnitOptions:
     restart: bool = False
     quiet: bool = False
     argv: list[str] | None = None
+    tensorboard: Path | None = None  # train --tensorboard DIR
 
 
 @dataclass
@@ -473,7 +478,8 @@ def run_unit(unit: Unit, options: UnitOptions, *, log: Callable[[str], None] | N
     try:
         results = train_pack([p.cfg for p in unit.points], runs_dir=options.runs_dir, data_dir=options.data_dir,
                              swept_keys=options.swept_keys, restart=options.restart, quiet=options.quiet,
-                             argv=options.argv, log=log or (lambda _: None), on_steps=on_steps)
+                             argv=options.argv, log=log or (lambda _: None), on_steps=on_steps,
+                             tensorboard=options.tensorboard)
     except UserError as e:  # what all the runs share (data, device, backend) is not right; the sweep goes on
         return [Outcome(p.name, None, "refused", str(e)) for p in unit.points]
     except RunInterrupted as e:

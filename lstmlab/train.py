@@ -189,6 +189,7 @@ class Pack:
     device: torch.device
     autocast: Any
     started: float = 0.0  # perf_counter() when this process started training
+    tensorboard: Any = None  # train --tensorboard: an lstmlab.export.tensorboard.TensorBoardLog
 
     @property
     def n_train(self) -> int:
@@ -228,11 +229,14 @@ def train_pack(
     argv: list[str] | None = None,
     log: Callable[[str], None] = print,
     on_steps: Callable[[int], None] | None = None,
+    tensorboard: str | Path | None = None,
 ) -> list[RunResult]:
     """Train the runs `cfgs` together, each in its own folder; one RunResult per run, in order.
 
     on_steps(n) is called after every pack step with the number of member steps it took (for a study's
-    progress). Raises RunInterrupted on SIGINT or SIGTERM, after every member saved its checkpoint.
+    progress). `tensorboard`: a folder where each run's metrics.csv rows are also logged as TensorBoard
+    scalars as they are written (see `log_rows`). Raises RunInterrupted on SIGINT or SIGTERM, after every
+    member saved its checkpoint.
     """
     task = make_task(cfgs[0].task)
     dataset = load_dataset(cfgs[0].task, data_dir, log=log)
@@ -265,12 +269,16 @@ def train_pack(
         if not claimed:
             return [results[i] for i in range(len(cfgs))]
 
+        live = tensorboard_log(tensorboard)  # before restore writes anything: UserError when its extra is missing
         pack = restore([(cfgs[i], runs[i], ckpt) for i, ckpt in claimed.items()], task, dataset, device, backend,
                        argv, log)
         progress = pack_progress(cfgs[0].train.steps, min(m.step for m in pack.members),
                                  pack_label(pack.members), quiet)
         pack.started = time.perf_counter()
+        pack.tensorboard = live
         try:
+            for member in pack.members:  # TensorBoard's copy of each run starts over from its metrics.csv
+                log_rows(pack, member, member.run.metrics(), config=member.cfg.model_dump(mode="json"))
             finish(pack, [m for m in pack.members if m.done_training()], log)  # resumed at its last step
             record_diagnostics(pack, [m for m in pack.active if m.step == 0])
             while active := pack.active:
@@ -293,6 +301,9 @@ def train_pack(
         except Exception as e:  # the pack cannot go on: every member still training fails with it
             for member in pack.active:
                 fail(pack, member, e)
+        finally:
+            if pack.tensorboard is not None:
+                pack.tensorboard.close()
         progress.close()
         for i, member in zip(claimed, pack.members, strict=True):
             results[i] = member.result
@@ -449,8 +460,9 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
             "grad_norm": grad_norm, "seq_per_s": interval.seqs / max(interval.seconds, 1e-9),
         }  # fmt: skip
         member.columns = member.columns or LEAD_COLUMNS + [k for k in val if k != "loss"] + TAIL_COLUMNS
-        member.run.append_metrics([{**common, "split": "train", **train_scores}, {**common, "split": "val", **val}],
-                                  member.columns)
+        rows = [{**common, "split": "train", **train_scores}, {**common, "split": "val", **val}]
+        member.run.append_metrics(rows, member.columns)
+        log_rows(pack, member, rows)
         member.interval = Interval()
 
         metric = pack.task.metric
@@ -532,6 +544,7 @@ def finish(pack: Pack, members: list[Member], log: Callable[[str], None]) -> Non
             "final_val": final_vals.get(member.name, member.best.val), "test": test, "test_metric": metric,
             "solved": bool(solved), "wall_s": pack.elapsed(member),
         })  # fmt: skip
+        log_rows(pack, member, [test_row])  # before the run completes: a rerun would not log it again
         member.run.complete(test_row, member.columns, member.summary)
         member.result = RunResult(member.name, member.run.path, "completed", member.summary)
 
@@ -553,6 +566,36 @@ def interrupt(pack: Pack, stop: StopAtStepBoundary) -> None:
         member.summary.update({"status": "interrupted", "step": member.step, "wall_s": pack.elapsed(member),
                                "signal": stop.signal})
         member.run.write_summary(member.summary)
+
+
+# -- train --tensorboard: metrics.csv rows as TensorBoard scalars, as they are written -----------------
+
+
+def tensorboard_log(logdir: str | Path | None):
+    """A TensorBoardLog that replaces what earlier processes logged for the runs it logs; None without a folder."""
+    if logdir is None:
+        return None
+    from lstmlab.export.tensorboard import TensorBoardLog
+
+    return TensorBoardLog(logdir, replace=True)
+
+
+def log_rows(pack: Pack, member: Member, rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> None:
+    """The member's metrics.csv rows as the scalars `lstmlab export tensorboard` writes for them, in
+    <logdir>/<experiment>/<run-name>, each dated by its elapsed_s.
+
+    Called first with the config (the HParams tab) and the rows the run folder already holds: TensorBoard's
+    copy of the run starts over (earlier event files removed; a TensorBoard showing them drops what it read),
+    so a step redone after a resume, or a test row logged just before a kill, is drawn once, and rows a
+    killed process had not written out yet are there again. The writer writes in a thread of its own: the
+    flush makes what it wrote visible now; closing it, when the pack ends however it ends, writes the rest."""
+    if pack.tensorboard is None:
+        return
+    name = f"{member.cfg.experiment}/{member.name}"
+    if config is not None:
+        pack.tensorboard.log_hparams(name, config)
+    pack.tensorboard.log_evaluation(name, rows, started=time.time() - pack.elapsed(member))
+    pack.tensorboard.flush()
 
 
 # -- helpers ------------------------------------------------------------------------------------------

@@ -25,8 +25,8 @@ def test_help_does_not_import_torch():
 def test_python_dash_m_help():
     out = subprocess.run([sys.executable, "-m", "lstmlab", "--help"], capture_output=True, text=True)
     assert out.returncode == 0
-    for command in ("train", "generate-data", "compare", "inspect", "verify"):
-        assert command in out.stdout
+    for command in ("train", "generate-data", "compare", "inspect", "sample", "export", "verify", "bench"):
+        assert f" {command} " in out.stdout, command
 
 
 @pytest.mark.parametrize(

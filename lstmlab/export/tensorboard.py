@@ -16,15 +16,20 @@ Scalars are float32 in event files. The writer is tensorboardX (the [tensorboard
 files TensorBoard reads without TensorFlow. Exporting again replaces what an earlier export wrote in
 the same folders (their event files are removed first), so nothing is drawn twice.
 
-Live logging while training is one call per evaluation:
+Live logging while training (`lstmlab train --tensorboard DIR`: lstmlab.train.log_rows) is one call per
+evaluation:
 
-    log = TensorBoardLog(logdir)
-    log.log_hparams("<experiment>/<run-name>", config)           # once, at the start of a run
-    log.log_evaluation("<experiment>/<run-name>", rows)          # the rows just appended to metrics.csv
+    log = TensorBoardLog(logdir, replace=True)
+    log.log_hparams("<experiment>/<run-name>", config)           # once, when a process starts the run
+    log.log_evaluation("<experiment>/<run-name>", rows)          # the rows already in metrics.csv, then
+    ...                                                          # the rows just appended, as they come
     log.close()
 
-A resumed run's first evaluation drops whatever an earlier process logged at or after that step
-(TensorBoard's purge_step), so a step redone after a crash is drawn once.
+With `replace`, every process that trains a run starts its TensorBoard copy over: the earlier event files
+are removed, the rows the run folder kept are logged again, and a TensorBoard that had read the removed
+files drops what it read (a purge from step 0). So a step redone after a resume is drawn once, whatever
+the earlier process had logged before it was killed. Without `replace`, a writer's first log_evaluation
+drops what an earlier process logged at or after its first step (TensorBoard's purge_step).
 """
 
 from __future__ import annotations
@@ -45,16 +50,21 @@ STATISTICS = ("mean", "min", "max")
 _WRITERS = itertools.count()  # event file names end in .<pid>.<n>: two writers of one folder never collide
 
 
+def summary_writer():
+    """tensorboardX's SummaryWriter, or a UserError that names the extra which installs it."""
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError:
+        raise UserError("TensorBoard logging needs the [tensorboard] extra: pip install 'lstmlab[tensorboard]'"
+                        ) from None
+    return SummaryWriter
+
+
 class TensorBoardLog:
     """One tensorboardX writer per run folder name under `logdir`; `replace` clears old event files first."""
 
     def __init__(self, logdir: str | Path, *, replace: bool = False, flush_secs: int = 30):
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError:
-            raise UserError("TensorBoard logging needs the [tensorboard] extra: pip install 'lstmlab[tensorboard]'"
-                            ) from None
-        self._make_writer = SummaryWriter
+        self._make_writer = summary_writer()
         self.logdir = Path(logdir)
         self.replace = replace
         self.flush_secs = flush_secs
@@ -66,7 +76,9 @@ class TensorBoardLog:
             if self.replace:
                 for old in folder.glob("events.out.tfevents.*"):
                     old.unlink()
-            purge = None if self.replace else first_step  # drop what a crashed process logged from here on
+            # replace: a TensorBoard that read the removed files drops what it read (purge from step 0);
+            # otherwise: drop what a crashed process logged from this writer's first step on
+            purge = 0 if self.replace else first_step
             self._writers[run] = self._make_writer(logdir=str(folder), purge_step=purge, flush_secs=self.flush_secs,
                                                    filename_suffix=f".{os.getpid()}.{next(_WRITERS)}")
         return self._writers[run]
