@@ -9,7 +9,8 @@ folder and numbers do not depend on the pack it trained in; an unpacked run is a
 
 Each member's folder is locked while the pack trains (lstmlab.runs says what that guarantees). A member
 resumes from its checkpoint, is skipped when it already completed, and is frozen (no further updates)
-when it stops early or fails — a loss that is not finite fails that member alone; the others go on.
+when it stops early or fails — a loss or an evaluated metric that is not finite (NaN or ±inf) fails that
+member alone; the others go on.
 
 The loop keeps host synchronisation to the evaluations: per-step sums (loss, metrics, gradient norm) stay
 on the device, and a non-finite loss is found when the evaluation reads them.
@@ -454,6 +455,9 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
     for member, val in zip(healthy, vals, strict=True):
         cfg, interval = member.cfg, member.interval
         train_scores, grad_norm = interval.means()
+        if bad := nonfinite({"train": train_scores, "val": val}):  # e.g. a sum of squares that overflowed
+            fail(pack, member, FloatingPointError(f"{bad} at step {member.step}"))
+            continue
         common = {
             "step": member.step, "epoch": member.step * cfg.train.batch_size / pack.n_train,
             "lr": member.optimizer.param_groups[0]["lr"], "elapsed_s": pack.elapsed(member),
@@ -478,7 +482,16 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
         if member.step < cfg.train.steps and member.done_training():
             log(f"{member.name}: early stop at step {member.step} "
                 f"({member.bad_evals} evaluations without improvement)")
-    finish(pack, [m for m in healthy if m.done_training()], log)
+    finish(pack, [m for m in healthy if m.result is None and m.done_training()], log)
+
+
+def nonfinite(metrics: dict[str, dict[str, float]]) -> str | None:
+    """'val mse became inf' for the first metric of {split: {name: value}} that is not finite; None if all are."""
+    for split, values in metrics.items():
+        for name, value in values.items():
+            if not math.isfinite(value):
+                return f"{split} {name} became {value}"
+    return None
 
 
 EVAL_SEQUENCES = 4096  # sequences through the model per evaluation call, at most: members × eval batch
@@ -534,6 +547,9 @@ def finish(pack: Pack, members: list[Member], log: Callable[[str], None]) -> Non
     tests = evaluate(pack, members, "test")
     task, threshold = pack.task, pack.meta["solve_threshold"]
     for member, test in zip(members, tests, strict=True):
+        if bad := nonfinite({"test": test}):
+            fail(pack, member, FloatingPointError(f"{bad} at step {member.step}"))
+            continue
         metric = test[task.metric]
         solved = metric >= threshold if task.higher_is_better else metric <= threshold
         test_row = {"step": member.step, "epoch": member.step * member.cfg.train.batch_size / pack.n_train,

@@ -228,3 +228,25 @@ def test_a_bad_pack_size_is_bad_input(tmp_path, value):
     result = CliRunner().invoke(app, ["train", str(config), "--pack", value, "--runs-dir", str(tmp_path / "r")])
     assert result.exit_code == 2 and f"--pack: expected a positive integer or auto, got '{value}'" in result.output
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("split, task, lr, step", [("val", {"n_val": 4096}, 4e152, 6),
+                                                   ("test", {"n_test": 65536}, 5e152, 24)])
+def test_a_member_whose_evaluation_is_not_finite_fails_alone(tmp_path, split, task, lr, step):
+    """At these learning rates the training loss stays finite (1e305 to 1e306), but an evaluation sums
+    squared errors over 4096 validation (or, at the best weights, 65536 test) sequences and overflows to
+    inf: that member fails, naming the metric, the value and the step, instead of completing with an inf
+    metric; the other member writes the run it writes alone. (At lr 2e153 the training loss overflows
+    first; at 1e30 everything stays finite, about 1e60.)"""
+    base = {**ADDING, "task": {**ADDING["task"], **task}}
+    pack = configs(base, 1, [{"train.seed": 1, "train.lr": 0.01}, {"train.seed": 0, "train.lr": lr}])
+    quiet = dict(data_dir=tmp_path / "data", swept_keys=LR, quiet=True, log=lambda _: None)
+    healthy, diverged = train_pack(pack, runs_dir=tmp_path / "packed", **quiet)
+    assert diverged.status == "failed"
+    assert diverged.summary["error"] == f"FloatingPointError: {split} loss became inf at step {step}"
+    assert json.loads((diverged.path / "summary.json").read_text())["status"] == "failed"
+    rows, _ = numbers(diverged.path)
+    assert all(math.isfinite(float(r["loss"])) for r in rows) and "test" not in [r["split"] for r in rows]
+    assert healthy.status == "completed"
+    alone = train_pack(pack[:1], runs_dir=tmp_path / "alone", **quiet)[0]
+    assert_close(numbers(healthy.path), numbers(alone.path))
