@@ -48,13 +48,14 @@ MEMBER_KEYS = (
 )
 PACKABLE_TYPES = ("scratch-lstm",)
 
-# `--pack auto`, on each device type: the most members a pack may hold, and what a pack costs. On this
-# project's CPU (docs/benchmarks.md, "Packed training") a member step costs about 1 + 0.5/K of a run's
-# step alone: a pack of K costs about K + PACK_OVERHEAD runs' work, and past 16 members a bigger pack buys
-# nothing. No GPU was available to measure: 64 there is a cap, not a measurement (a GPU has more lanes for
-# a pack to fill); `lstmlab bench --study ... --pack K` measures a device, and `--pack K` sets a size.
+# `--pack auto`, on each device type: the most members a pack may hold, and what a pack costs, in member
+# steps: a pack of K costs about K + PACK_OVERHEAD. On this project's CPU (docs/benchmarks.md, "Packed
+# training: a whole study") a run alone took 3.9 ms of CPU a step and a member of a pack of 5 took 2.1 ms:
+# 5a + b = 5 × 2.1 and a + b = 3.9 give b / a ≈ 1.4. Past 16 members a bigger pack buys nothing measurable.
+# No GPU was available to measure: 64 there is a cap, not a measurement (a GPU has more lanes for a pack to
+# fill); `lstmlab bench --study ... --pack K` measures a device, and `--pack K` sets a size.
 AUTO_PACK = {"cpu": 16, "cuda": 64}
-PACK_OVERHEAD = 0.5
+PACK_OVERHEAD = 1.4
 
 
 @dataclass(frozen=True)
