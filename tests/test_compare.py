@@ -527,6 +527,18 @@ def test_tune_warns_at_the_grid_edge(tmp_path):
     assert "train.lr tuned per group on validation mse" in lines[0]
 
 
+def test_no_edge_warning_when_every_value_ties(tmp_path):
+    """Every learning rate scores the same (as at a ceiling): the first is kept, and no "tune wider" is said."""
+    for lr in (0.001, 0.01):
+        for seed in (0, 1):
+            make_run(tmp_path, 1, seed, 0.5, lr=lr, val=0.25)
+    group = compare_runs([tmp_path], tune_keys=("train.lr",)).groups[0]
+    assert group.tuning.chosen.value == {"train.lr": 0.001} and group.tuning.edges() == []
+    make_run(tmp_path, 1, 2, 0.5, lr=0.01, val=0.5)  # now 0.001 is strictly best, at the grid's edge
+    group = compare_runs([tmp_path], tune_keys=("train.lr",)).groups[0]
+    assert group.tuning.edges() == [("train.lr", 0.001, "smallest")]
+
+
 def test_tune_bad_keys_and_missing_validation(tmp_path):
     tune_study(tmp_path)
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--tune", "train.lr", "--by", "train.lr"])

@@ -12,7 +12,8 @@ Ranking of the values, best first:
   2. the mean best-validation metric (lower or higher, as the task says);
   3. more runs, then the grid's order (so ties resolve the same way every time).
 
-A choice at the smallest or largest value of a numeric grid is reported: the best may lie beyond it.
+A choice at the smallest or largest value of a numeric grid is reported (the best may lie beyond it), unless
+another value scores exactly as well.
 """
 
 from __future__ import annotations
@@ -51,7 +52,12 @@ class Tuning:
     grid: dict[str, list[Any]]  # every value each key takes in this group, sorted
 
     def edges(self) -> list[tuple[str, Any, str]]:
-        """(key, chosen value, "smallest" | "largest") for each numeric key whose choice is at its grid's edge."""
+        """(key, chosen value, "smallest" | "largest") for each numeric key whose choice is at its grid's edge.
+        None where another value scores exactly as well (a flat optimum, e.g. every value at a ceiling): the
+        choice there is the grid's order, not a sign that the best lies beyond it."""
+        score = (self.chosen.failed_fraction, self.chosen.val_mean)
+        if any(c is not self.chosen and (c.failed_fraction, c.val_mean) == score for c in self.candidates):
+            return []
         found = []
         for key in self.keys:
             values, chosen = self.grid[key], self.chosen.value[key]
