@@ -118,11 +118,15 @@ def run_sweep(
         with StudyProgress(len(points), plan.steps, done_runs=len(plan.skipped), quiet=quiet) as progress:
             units = execute(plan.units, options, jobs, log, progress.steps) if cluster is None else \
                 execute_on(cluster, plan.units, options, log)
-            for unit_outcomes in units:
-                for outcome in unit_outcomes:
-                    outcomes[outcome.name] = outcome
-                    log(describe(outcome))
-                progress.runs_done(len(unit_outcomes))
+            try:
+                for unit_outcomes in units:
+                    for outcome in unit_outcomes:
+                        outcomes[outcome.name] = outcome
+                        log(describe(outcome))
+                    progress.runs_done(len(unit_outcomes))
+            except KeyboardInterrupt as e:  # it may arrive here, between two outcomes, rather than in the
+                stop_units(units, e)  # executor's wait: the executor must still stop its workers
+                raise
     ordered = [outcomes[name] for name in plan.names if name in outcomes]
     for line in listing(ordered):
         log(line)
@@ -259,6 +263,15 @@ def execute_on(cluster: Executor, units: list[Unit], options: UnitOptions,
         yield outcomes
 
 
+def stop_units(units: Iterator[list[Outcome]], interrupt: KeyboardInterrupt) -> None:
+    """Raise `interrupt` inside the executor's generator, where it stops the workers as a Ctrl-C in its own wait
+    would (start no unit, let the running ones checkpoint); a generator already ended has nothing to stop."""
+    try:
+        units.throw(interrupt)
+    except (KeyboardInterrupt, StopIteration):
+        pass
+
+
 def distinct_points(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list[ExperimentConfig]:
     """The sweep's points with repeats dropped (one note per repeated run); ConfigError when two different
     points would share a run folder."""
@@ -360,11 +373,13 @@ def _run_parallel(units: list[Unit], options: UnitOptions, jobs: int, log: Calla
             for future in done:
                 unit = futures[future]
                 try:
-                    yield future.result()
+                    outcomes = future.result()
                 except KeyboardInterrupt:  # this worker alone was interrupted: its runs are checkpointed
-                    yield [_outcome_from_folder(p, options) for p in unit.points]
+                    outcomes = [_outcome_from_folder(p, options) for p in unit.points]
                 except BrokenProcessPool:
                     lost.append(unit)
+                    continue
+                yield outcomes  # outside the try: an interrupt thrown in here stops the whole pool (below)
     except KeyboardInterrupt as e:
         stop.set()  # a unit already handed to a worker's queue (the executor queues ahead) will not start
         _stop(pool, futures, getattr(e, "signal", "SIGINT"))

@@ -159,3 +159,26 @@ def test_a_signal_to_the_process_group_stops_a_parallel_sweep_and_starts_no_othe
     assert {(s["status"], s["signal"]) for s in started.values()} == {("interrupted", sig.name)}
     for path in runs.iterdir():
         assert_consistent(RunFolder(path))
+
+
+def test_an_interrupt_between_two_outcomes_still_stops_the_workers(tmp_path):
+    """Ctrl-C can reach the parent while it prints an outcome rather than while it waits on its workers:
+    the sweep must still start no other unit and leave no worker running (it used to leave the pool going,
+    and the process hung at exit joining workers that trained the rest of the sweep)."""
+    import multiprocessing
+
+    from lstmlab.config import validate
+    from lstmlab.sweep import run_sweep
+
+    cfg = validate({**TINY, "train": {**TINY["train"], "steps": 200, "eval_every": 100},
+                    "sweep": {"model.layers": [1, 2], "train.seed": [0, 1]}})
+
+    def log(line: str) -> None:
+        if ": completed" in line:  # the first outcome: a Ctrl-C lands here
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(cfg, runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", jobs=2, quiet=True, log=log)
+    assert multiprocessing.active_children() == []  # every worker was joined
+    last = RunFolder(tmp_path / "runs" / "tiny" / "L2-lstm-s1")  # the last unit: queued, never started
+    assert not last.exists() or (last.summary() or {}).get("status") != "completed"
