@@ -324,19 +324,25 @@ def exit_code(outcomes: list[Outcome]) -> int:
 @contextlib.contextmanager
 def sigterm_like_ctrl_c() -> Iterator[None]:
     """In the main thread, SIGTERM raises a KeyboardInterrupt (RunInterrupted) as Ctrl-C does, so both stop
-    a sweep the same way."""
+    a sweep the same way. Each signal is also recorded in _SIGNALLED: a KeyboardInterrupt raised where Python
+    cannot propagate it (a finaliser, a callback) is printed and dropped, and the parallel loop would then go on
+    starting units; it checks _SIGNALLED between its waits instead."""
+    _SIGNALLED.clear()
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def interrupt(signum, frame):
-        raise RunInterrupted(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        _SIGNALLED.append(name)  # seen by the parallel loop even where the exception itself gets swallowed
+        raise RunInterrupted(name)
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def cpu_count() -> int:
@@ -367,6 +373,8 @@ def _run_parallel(units: list[Unit], options: UnitOptions, jobs: int, log: Calla
         pending, reported = set(futures), 0
         while pending:
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+            if _SIGNALLED:  # the signal's KeyboardInterrupt was raised where it could not reach this loop
+                raise RunInterrupted(_SIGNALLED[-1])
             if on_steps is not None and steps.value > reported:
                 on_steps(steps.value - reported)
                 reported = steps.value
@@ -428,6 +436,7 @@ def _stop(pool: ProcessPoolExecutor, futures: dict[Future, int], signal_name: st
     pool.shutdown(wait=True, cancel_futures=True)
 
 
+_SIGNALLED: list[str] = []  # in the parent: SIGINT/SIGTERM received during the sweep (sigterm_like_ctrl_c)
 _STOP = None  # in a worker: the parent's event that says "start no more units"
 _STEPS = None  # in a worker: the parent's count of member steps trained (the study's progress)
 
