@@ -40,26 +40,20 @@ study_shapes=(--shape 30,64,2,23 --shape 30,64,23,23 --shape 100,64,2,69 --shape
 
 case $phase in
 tests)
-  step kernel-tests 240 python3 -m pytest -q -p no:cacheprovider -n 8 tests/test_kernels.py tests/test_packed.py \
+  step kernel-tests 150 python3 -m pytest -q -p no:cacheprovider -n 8 tests/test_kernels.py tests/test_packed.py \
     tests/test_lstm.py
-  # The same 6-run study on CUDA, packed (one pack per depth) and one run at a time: the members must match.
+  # The same 6-run study on CUDA packed (one pack per depth) and one run at a time: in float64 (backend fused, on
+  # CUDA through torch's kernels) every member must equal its run alone; in float32 (Triton) they agree to rounding
+  # at first and may then drift apart as rounding differences grow over training (as on the CPU in float32).
   common=(configs/quickstart.yaml --set train.steps=400 --sweep train.seed=0,1,2 --data-dir "$work/data" -q)
-  step cuda-packed 120 python3 -m lstmlab train "${common[@]}" --pack auto --runs-dir "$work/packed"
-  step cuda-unpacked 180 python3 -m lstmlab train "${common[@]}" --pack 1 --runs-dir "$work/unpacked"
-  python3 - "$work" <<'EOF' | tee -a "$summary"
-import json, sys
-from pathlib import Path
-root = Path(sys.argv[1])
-worst = 0.0
-for packed in sorted((root / "packed").glob("*/*/summary.json")):
-    alone = root / "unpacked" / packed.parent.parent.name / packed.parent.name / "summary.json"
-    a, b = json.loads(packed.read_text()), json.loads(alone.read_text())
-    rel = abs(a["test_metric"] - b["test_metric"]) / abs(b["test_metric"])
-    worst = max(worst, rel)
-    print(f"{packed.parent.name}: {a['status']} backend {a['backend']} on {a['device']}, test {a['test_metric']:.6g} "
-          f"packed vs {b['test_metric']:.6g} alone (relative difference {rel:.1e})")
-print(f"largest relative difference, packed vs alone: {worst:.1e}")
-EOF
+  float64=(--set train.dtype=float64 --set model.backend=fused)
+  step cuda-f64-packed 100 python3 -m lstmlab train "${common[@]}" "${float64[@]}" --pack auto --runs-dir "$work/p64"
+  step cuda-f64-alone 150 python3 -m lstmlab train "${common[@]}" "${float64[@]}" --pack 1 --runs-dir "$work/u64"
+  step cuda-f32-packed 60 python3 -m lstmlab train "${common[@]}" --pack auto --runs-dir "$work/p32"
+  step cuda-f32-alone 100 python3 -m lstmlab train "${common[@]}" --pack 1 --runs-dir "$work/u32"
+  for precision in 64 32; do
+    python3 benchmarks/packed_vs_alone.py "$work/p$precision" "$work/u$precision" | tee -a "$summary"
+  done
   ;;
 layers)
   step bench-layers 300 python3 -m lstmlab bench --device cuda --dtype float32 --dtype bfloat16 \
