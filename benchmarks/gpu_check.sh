@@ -4,7 +4,7 @@
 #   bash benchmarks/gpu_check.sh OUTDIR tests    the CUDA tests of the kernels, then a packed study on CUDA against
 #                                                the same study with --pack 1 (float32: equal to rounding)
 #   bash benchmarks/gpu_check.sh OUTDIR layers   lstmlab bench on CUDA: every layer shape, float32 and bfloat16,
-#                                                Triton (per-step and persistent) vs cuDNN's nn.LSTM
+#                                                Triton (default, then per-step only) vs cuDNN's nn.LSTM
 #   bash benchmarks/gpu_check.sh OUTDIR study    lstmlab bench --pack 10 (stacked layer) and --study (whole study)
 #
 # Run it from the repository root with lstmlab importable (pip install -e ., or PYTHONPATH=.); each phase writes its
@@ -58,14 +58,15 @@ tests)
 layers)
   step bench-layers 300 python3 -m lstmlab bench --device cuda --dtype float32 --dtype bfloat16 \
     --impl triton --impl nn.LSTM --impl fused --reps 21 --json
-  step bench-persistent 150 env LSTMLAB_TRITON_PERSISTENT=1 python3 -m lstmlab bench --device cuda --dtype float32 \
+  step bench-per-step 150 env LSTMLAB_TRITON_PERSISTENT=0 python3 -m lstmlab bench --device cuda --dtype float32 \
     --dtype bfloat16 --impl triton --impl nn.LSTM "${study_shapes[@]}" --reps 21 --json
   ;;
 study)
   step bench-pack 150 python3 -m lstmlab bench --device cuda --dtype float32 --pack 10 "${study_shapes[@]}" \
     --reps 11 --json
-  step bench-study 400 python3 -m lstmlab bench --study configs/quickstart.yaml --sweep train.seed=0,1,2,3,4,5,6,7,8,9 \
-    --jobs 2 --data-dir "$work/data" --json
+  # the quickstart's 3 depths × 10 seeds at half its steps (a lease is short)
+  step bench-study 360 python3 -m lstmlab bench --study configs/quickstart.yaml --set train.steps=1000 \
+    --sweep train.seed=0,1,2,3,4,5,6,7,8,9 --jobs 2 --data-dir "$work/data" --json
   ;;
 *)
   echo "unknown phase $phase (tests, layers or study)" >&2

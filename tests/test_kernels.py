@@ -581,19 +581,21 @@ TRITON_PARITY = textwrap.dedent(
                                     _reference_with_cotangents)
 
     assert triton_lstm.interpreting()
+    per_step = lambda *t: triton_lstm.lstm_layer(*t, persistent=False)  # these H fit: persistent by default
     for shape, bias in [((1, 1, 3, 5), True), ((5, 3, 4, 6), False), ((4, 2, 3, 37), True)]:
         tensors = make_inputs(*shape, bias=bias, seed=7)
         expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
         for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
             ours = [None if t is None else t.detach().to(dtype).requires_grad_() for t in tensors]
-            actual = outputs_and_grads(triton_lstm.lstm_layer, ours)
+            actual = outputs_and_grads(per_step, ours)
             assert all(a.dtype == dtype for a in actual)
             assert_relative(actual, expected, tol)
             print("ok", shape, bias, dtype)
 
     # K = 3 members in one launch per step: every member matches the reference on its own slices
     stacked = make_stacked(3, 4, 3, 5, 7, seed=2)
-    ours = outputs_and_grads(triton_lstm.lstm_layer_stacked, [t.detach().float().requires_grad_() for t in stacked])
+    ours = outputs_and_grads(lambda *t: triton_lstm.lstm_layer_stacked(*t, persistent=False),
+                             [t.detach().float().requires_grad_() for t in stacked])
     for k in range(3):
         member = [t[k] for t in stacked]
         assert_relative([r[k] for r in ours], _reference_with_cotangents(member, ours[:3], k), 1e-5)
@@ -635,7 +637,7 @@ def test_triton_on_cuda_matches_reference():
     expected = outputs_and_grads(reference.lstm_layer, detached(tensors))
     for dtype, tol in [(torch.float32, 1e-5), (torch.bfloat16, 5e-2)]:
         ours = [None if t is None else t.detach().cuda().to(dtype).requires_grad_() for t in tensors]
-        actual = outputs_and_grads(triton_lstm.lstm_layer, ours)
+        actual = outputs_and_grads(lambda *t: triton_lstm.lstm_layer(*t, persistent=False), ours)
         assert_relative([a.cpu() for a in actual], expected, tol)
 
 
@@ -644,7 +646,6 @@ def test_triton_on_cuda_matches_reference():
 
 TRITON_PERSISTENT_PARITY = textwrap.dedent(
     """
-    import os
     import torch
     from lstmlab.kernels import reference, triton_lstm
     from tests.test_kernels import (make_inputs, make_stacked, outputs_and_grads, assert_relative, detached,
@@ -666,14 +667,14 @@ TRITON_PERSISTENT_PARITY = textwrap.dedent(
             assert_relative(actual, expected, tol)
             print("ok", shape, bias, dtype)
 
-    # inference (no autograd graph) and the environment switch take the same kernels
+    # inference (no autograd graph) takes the same kernels, by default (H = 20 fits)
     tensors = [t.detach().float() for t in make_inputs(6, 2, 4, 20, seed=3)]
     expected = reference.lstm_layer(*[t.double() for t in tensors])
-    os.environ["LSTMLAB_TRITON_PERSISTENT"] = "1"
+    assert triton_lstm.choose_loops(20, torch.float32) is triton_lstm.PERSISTENT_LOOPS
     with torch.no_grad():
         actual = triton_lstm.lstm_layer(*tensors)
     assert_relative(actual, expected, 1e-5)
-    print("ok inference through LSTMLAB_TRITON_PERSISTENT")
+    print("ok inference, persistent by default")
 
     # K = 3 members: the member is the grid's second axis (B = 18: two batch tiles per member, the second partial)
     stacked = make_stacked(3, 3, 18, 4, 20, seed=4)
@@ -709,7 +710,7 @@ def test_triton_persistent_kernels_match_reference_under_interpreter():
     assert result.stdout.count("ok") == 12
 
 
-def test_triton_persistent_is_opt_in_and_says_where_it_does_not_fit(monkeypatch):
+def test_triton_persistent_is_the_default_where_it_fits(monkeypatch):
     pytest.importorskip("triton", reason="triton is not installed")
     from lstmlab.kernels import triton_lstm
 
@@ -717,16 +718,18 @@ def test_triton_persistent_is_opt_in_and_says_where_it_does_not_fit(monkeypatch)
     assert fits(1, torch.float32) and fits(64, torch.float32) and fits(64, torch.bfloat16)
     assert not fits(65, torch.float32) and not fits(65, torch.bfloat16) and not fits(16, torch.float64)
 
+    choose = triton_lstm.choose_loops
     monkeypatch.delenv("LSTMLAB_TRITON_PERSISTENT", raising=False)
-    assert triton_lstm.choose_loops(16, torch.float32) is triton_lstm.LOOPS  # off by default
-    assert triton_lstm.choose_loops(16, torch.float32, persistent=True) is triton_lstm.PERSISTENT_LOOPS
+    assert choose(16, torch.float32) is choose(64, torch.bfloat16) is triton_lstm.PERSISTENT_LOOPS  # where it fits
+    assert choose(65, torch.float32) is triton_lstm.LOOPS  # where it does not, quietly per step
+    assert choose(16, torch.float32, persistent=False) is triton_lstm.LOOPS
+    assert choose(16, torch.float32, persistent=True) is triton_lstm.PERSISTENT_LOOPS
     with pytest.raises(ValueError, match="H=65"):
-        triton_lstm.choose_loops(65, torch.float32, persistent=True)
+        choose(65, torch.float32, persistent=True)
 
-    monkeypatch.setenv("LSTMLAB_TRITON_PERSISTENT", "1")
-    assert triton_lstm.choose_loops(16, torch.bfloat16) is triton_lstm.PERSISTENT_LOOPS
-    with pytest.warns(UserWarning, match="per-step"):
-        assert triton_lstm.choose_loops(65, torch.float32) is triton_lstm.LOOPS
+    monkeypatch.setenv("LSTMLAB_TRITON_PERSISTENT", "0")  # off, unless a call insists
+    assert choose(16, torch.bfloat16) is choose(65, torch.float32) is triton_lstm.LOOPS
+    assert choose(16, torch.bfloat16, persistent=True) is triton_lstm.PERSISTENT_LOOPS
 
 
 @pytest.mark.gpu
