@@ -62,8 +62,8 @@ layers)
     --dtype bfloat16 --impl triton --impl nn.LSTM "${study_shapes[@]}" --reps 21 --json
   ;;
 study)
-  step bench-pack 150 python3 -m lstmlab bench --device cuda --dtype float32 --pack 10 "${study_shapes[@]}" \
-    --reps 11 --json
+  step bench-pack 150 python3 -m lstmlab bench --device cuda --dtype float32 --dtype bfloat16 --pack 10 \
+    --impl stacked --impl nn.LSTM "${study_shapes[@]}" --reps 11 --json
   # the quickstart's 3 depths × 10 seeds at half its steps (a lease is short)
   step bench-study 360 python3 -m lstmlab bench --study configs/quickstart.yaml --set train.steps=1000 \
     --sweep train.seed=0,1,2,3,4,5,6,7,8,9 --jobs 2 --data-dir "$work/data" --json

@@ -9,8 +9,9 @@ Implementations (one layer, time-major, the same nn.LSTM weights for all):
 
 A pack of K members (`members=K`, `lstmlab bench --pack K`): K independent layers of one shape, each with its
 own nn.LSTM weights, timed three ways for the same work:
-    stacked    the scratch stacked layer, `kernels.get_stacked("fused")`: one call for all K members, on
-               weights stacked from each member's own parameters (torch.stack, as the packed trainer does)
+    stacked    the scratch stacked layer of the backend packed training picks on the device (`auto`: fused on
+               the CPU, triton on CUDA): one call for all K members, on weights stacked from each member's
+               own parameters (torch.stack, as the packed trainer does)
     fused      K separate calls of the scratch fused layer
     nn.LSTM    K separate nn.LSTM calls
 
@@ -150,7 +151,7 @@ def _pack_callables(impl: str, modules: list[nn.LSTM], x: Tensor) -> tuple[Calla
     weights = [[m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0] for m in modules]
     every = [w for member in weights for w in member]
     if impl == "stacked":
-        layer = kernels.get_stacked("fused")
+        layer = kernels.get_stacked(kernels.resolve("auto", x.device.type))
         h0 = x.new_zeros(len(modules), batch, hidden)
 
         def stacked():
