@@ -84,6 +84,6 @@ def test_auto_pack_size_keeps_every_worker_busy():
 
     assert auto_pack_size("cpu", [10, 10, 10], jobs=1) == 10  # one pack per depth
     assert auto_pack_size("cpu", [10, 10, 10], jobs=2) == 5  # six packs, three per worker
-    assert makespan([10, 10, 10], 10, 2) == pytest.approx(22.8) and makespan([10, 10, 10], 5, 2) == pytest.approx(19.2)
+    assert makespan([10, 10, 10], 10, 2) == pytest.approx(21.2) and makespan([10, 10, 10], 5, 2) == pytest.approx(16.8)
     assert auto_pack_size("cpu", [40], jobs=1) == 14  # at most 16: 14, 13, 13
     assert auto_pack_size("cpu", [1, 1, 1], jobs=2) == 1  # runs that never pack
