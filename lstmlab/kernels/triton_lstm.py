@@ -25,7 +25,7 @@ fit), `persistent=False` or LSTMLAB_TRITON_PERSISTENT=0 turns it off.
 
 Measured on one H100 (torch 2.11, Triton 3.6; `bash benchmarks/gpu_check.sh OUT layers`, docs/benchmarks.md):
 both loop kinds match the float64 reference on CUDA (float32 1e-5, bfloat16 5e-2), and where the persistent
-kernel fits it is 2–15× faster than the per-step kernels (forward+backward at the quickstart's (30, 64, 2, 23):
+kernel fits it is 4–20× faster than the per-step kernels (forward+backward at the quickstart's (30, 64, 2, 23):
 1.7 ms against 7.7 ms, float32). The per-step kernels cost 80–100 µs a forward step in launches and Python,
 4–36× cuDNN's nn.LSTM; cuDNN still wins in float32 (the persistent kernel: 1.1–3× its time), the persistent
 kernel wins in bfloat16 at the study shapes that fit (0.2–0.6× a bfloat16 nn.LSTM, which re-packs its weights
