@@ -52,10 +52,11 @@ PACKABLE_TYPES = ("scratch-lstm",)
 # steps: a pack of K costs about K + PACK_OVERHEAD. On this project's CPU, quiet (docs/benchmarks.md, "Packed
 # training: a whole study"), a run alone took 3.0 ms of CPU a step and a member of a pack of 5 took 2.1 ms:
 # 5a + b = 5 × 2.1 and a + b = 3.0 give b / a ≈ 0.6. Past 16 members a bigger pack buys nothing measurable.
-# On CUDA a pack's step is a few dozen small launches whatever K: on an H100 a pack of 10 quickstart members
+# On CUDA a pack's step is bound by launching small operations, not by arithmetic: on an H100 a pack of 10 members
 # trained in about 2.6× the time of one run alone (two such runs shared the GPU; docs/benchmarks.md, "A whole
-# study on CUDA"), so bigger packs are cheaper per member there; 64 is a cap, not a measured optimum
-# (`lstmlab bench --study ... --pack K` measures a device, and `--pack K` sets a size).
+# study on CUDA"), so bigger packs are cheaper per member there; 64 is a cap, not a measured optimum, and
+# PACK_OVERHEAD is the CPU's, not measured on CUDA (`lstmlab bench --study ... --pack K` measures a device, and
+# `--pack K` sets a size).
 AUTO_PACK = {"cpu": 16, "cuda": 64}
 PACK_OVERHEAD = 0.6
 
