@@ -42,7 +42,7 @@ case $phase in
 tests)
   step kernel-tests 150 python3 -m pytest -q -p no:cacheprovider -n 8 tests/test_kernels.py tests/test_packed.py \
     tests/test_lstm.py
-  # The same 6-run study on CUDA packed (one pack per depth) and one run at a time: in float64 (backend fused, on
+  # The quickstart at 3 seeds (9 runs) on CUDA, packed (one pack per depth) and one run at a time: in float64 (fused, on
   # CUDA through torch's kernels) every member must equal its run alone; in float32 (Triton) they agree to rounding
   # at first and may then drift apart as rounding differences grow over training (as on the CPU in float32).
   common=(configs/quickstart.yaml --set train.steps=400 --sweep train.seed=0,1,2 --data-dir "$work/data" -q)
