@@ -340,8 +340,10 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task
             model.load_state_dict(ckpt["model"])
             member.optimizer.load_state_dict(ckpt["optimizer"])
             member.scheduler.load_state_dict(ckpt["scheduler"])
-            rng.load_state_dict(ckpt["rng"])
-            member.batches.set_state(ckpt["rng"]["batches"])
+            # generator states are CPU byte tensors whatever the device: map_location moved them with the rest
+            states = {k: None if v is None else v.cpu() for k, v in ckpt["rng"].items()}
+            rng.load_state_dict(states)
+            member.batches.set_state(states["batches"])
             member.step, member.elapsed, member.bad_evals = ckpt["step"], ckpt["elapsed"], ckpt["bad_evals"]
             member.best, member.interval = Best.from_state(ckpt["best"]), Interval.from_state(ckpt["interval"])
             log(f"{run.path}: resuming at step {member.step}")

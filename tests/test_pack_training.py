@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, write_config
 
 import lstmlab.train
@@ -21,7 +22,8 @@ from lstmlab.train import train_pack
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
 ADDING = {**TINY, "model": {"type": "scratch-lstm", "hidden_size": 6, "backend": "fused"},
-          "train": {**TINY["train"], "dtype": "float64", "steps": 24, "eval_every": 6, "eval_batch_size": 24}}
+          "train": {**TINY["train"], "dtype": "float64", "device": "cpu", "steps": 24, "eval_every": 6,
+                    "eval_batch_size": 24}}  # CPU: on an H100 the lr = 1.0 member drifted 4e-9 from its run alone
 COPY = {**ADDING, "task": {"name": "copy", "seq_len": 4, "n_symbols": 3, "alphabet": 4, "n_train": 128,
                            "n_val": 32, "n_test": 32}}
 
@@ -194,9 +196,26 @@ def test_kill_between_a_members_test_row_and_its_completion(tmp_path, fresh):
     assert_same_study(tmp_path / "runs", fresh)
 
 
-def test_clip_grad_norms_is_torchs_clip_for_every_member_bitwise():
-    import torch
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_a_killed_packed_study_resumes_on_cuda(tmp_path):
+    """A checkpoint loads onto the run's device, generator states included; they must go back to the CPU (on an
+    H100 every resume on CUDA failed with "RNG state must be a torch.ByteTensor"). Not yet run on a GPU."""
+    config = write_config(tmp_path / "study.yaml", {**STUDY, "train": {**STUDY["train"], "device": "cuda"}})
+    args = ["train", str(config), "--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"), "-q",
+            "--pack", "4"]
+    killed = run_lstmlab(args, env={"LSTMLAB_TEST_SIGNAL": "KILL@step=15@L1-scratch-lstm-s1"})
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    resumed = run_lstmlab(args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert resumed.stdout.count("resuming at step 10") == 4
+    for run in (tmp_path / "runs" / "tiny").iterdir():
+        rows, summary = numbers(run)
+        assert summary["status"] == "completed" and summary["device"].startswith("cuda")
+        assert [int(r["step"]) for r in rows if r["split"] == "val"] == [10, 20, 30]
 
+
+def test_clip_grad_norms_is_torchs_clip_for_every_member_bitwise():
     from lstmlab.train import clip_grad_norms
 
     torch.manual_seed(0)
