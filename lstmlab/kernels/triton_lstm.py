@@ -375,12 +375,11 @@ def choose_loops(hidden: int, dtype: torch.dtype, persistent: bool | None = None
         return LOOPS
     if PersistentLoops.fits(hidden, dtype):
         return PERSISTENT_LOOPS
-    reason = (
-        f"the persistent Triton LSTM kernel keeps W_hh on chip only up to {ON_CHIP_BYTES // 1024} KiB "
-        f"(H ≤ 64); H={hidden} in {dtype} does not fit"
-    )
     if persistent:
-        raise ValueError(reason)
+        raise ValueError(
+            f"the persistent Triton LSTM kernel keeps W_hh on chip only up to {ON_CHIP_BYTES // 1024} KiB "
+            f"(H ≤ 64); H={hidden} in {dtype} does not fit"
+        )
     return LOOPS
 
 
