@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+from pathlib import Path
 
 import pytest
+import torch
 from conftest import TINY, write_config
+from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
 from lstmlab.bench_study import bench_study, render_study, variants
 from lstmlab.cli import app
 from lstmlab.config import validate
+from lstmlab.models.lstm import LSTM
 
 STUDY = {**TINY, "model": {"type": "scratch-lstm", "hidden_size": 6}, "train": {**TINY["train"], "steps": 6,
          "eval_every": 3}, "sweep": {"train.seed": [0, 1, 2]}}
@@ -45,3 +50,20 @@ def test_bench_study_command_prints_json(tmp_path):
                                                                    ("lstm unpacked", 1, 2)]
     bad = CliRunner().invoke(app, ["bench", "--study", str(config), "--pack", "0"])
     assert bad.exit_code == 2 and "--pack: expected a positive integer or auto" in bad.output
+
+
+def test_study_floor_counts_the_flops_autograd_runs():
+    """benchmarks/study_floor.py's GEMM count of a training step equals what torch's FlopCounterMode counts
+    for the reference layer's forward and backward (the GEMMs autograd runs: no dx below the first layer)."""
+    path = Path(__file__).parents[1] / "benchmarks" / "study_floor.py"
+    spec = importlib.util.spec_from_file_location("study_floor", path)
+    study_floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_floor)
+    for layers, inputs, hidden, steps, batch in ((1, 2, 5, 4, 3), (3, 7, 6, 5, 2)):
+        model = LSTM(inputs, hidden, num_layers=layers, backend="reference", dtype=torch.float64)
+        x = torch.randn(steps, batch, inputs, dtype=torch.float64)
+        with FlopCounterMode(display=False) as counter:
+            y, _ = model(x)
+            y[-1].sum().backward()
+        state = {f"core.{k}": v for k, v in model.state_dict().items()}  # as a run's checkpoint holds them
+        assert study_floor.step_flops(state, steps, batch) == counter.get_total_flops()
