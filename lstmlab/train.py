@@ -30,13 +30,13 @@ from typing import Any
 
 import torch
 
-from lstmlab import kernels, memory
+from lstmlab import kernels, memory, plugins
 from lstmlab.config import ExperimentConfig, get_dotted
 from lstmlab.diagnostics import Diagnostics, check_traceable
 from lstmlab.env import environment
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
-from lstmlab.models.sequence import build_model, count_parameters, resolve_hidden_size
+from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
 from lstmlab.packing import pack_key
 from lstmlab.progress import pack_progress
 from lstmlab.runs import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks
@@ -686,9 +686,13 @@ def averages(sums: dict[str, list]) -> dict[str, float]:
 
 
 def pick_backend(cfg: ExperimentConfig, device: torch.device) -> str:
-    """The LSTM kernel that will run (scratch-lstm), or "torch.nn" for the torch.nn cores."""
-    if cfg.model.type != "scratch-lstm":
+    """The LSTM kernel that will run (scratch-lstm); "torch.nn" for the torch.nn cores; for a plugin core
+    "plugin:<model.type> (<package> <version> (<module:attr>))", where its code comes from."""
+    if cfg.model.type in CORES and cfg.model.type != "scratch-lstm":
         return "torch.nn"
+    if cfg.model.type not in CORES:
+        ep = plugins.plugin_entry_points(plugins.CORE_GROUP).get(cfg.model.type)
+        return f"plugin:{cfg.model.type}" + (f" ({plugins.source(ep)})" if ep is not None else "")
     try:
         return kernels.resolve(cfg.model.backend, device.type)
     except kernels.BackendUnavailable as e:

@@ -70,6 +70,9 @@ def test_a_plugin_task_and_core_train_through_lstmlab_train(tmp_path):
     H, D = 8, 8  # 2 tokens embedded at hidden_size: W (D -> 2H) + b, U (H -> 2H) per layer; head H -> 2
     assert summary["params"] == 2 * H + 2 * (D * 2 * H + 2 * H + H * 2 * H) + H * 2 + 2
     assert "warning" not in out.stderr
+    env = json.loads((run / "env.json").read_text())  # where the core's code came from, not "torch.nn"
+    assert env["backend"] == summary["backend"] and env["backend"].startswith("plugin:mgu (lstmlab-parity ")
+    assert env["backend"].endswith(" (lstmlab_parity:make_mgu))")
 
 
 def test_unknown_names_list_the_plugins(tmp_path):
