@@ -49,6 +49,13 @@ def source(ep: EntryPoint) -> str:
     return f"{where} ({ep.value})"
 
 
+def core_backend(name: str) -> str:
+    """`plugin:mgu (package 1.0 (module:attr))`: the backend env.json and summary.json record for plugin core
+    `name`."""
+    ep = plugin_entry_points(CORE_GROUP).get(name)
+    return f"plugin:{name}" + (f" ({source(ep)})" if ep is not None else "")
+
+
 def report_broken(group: str, name: str, ep: EntryPoint, why: str) -> None:
     kind = "task" if group == TASK_GROUP else "core"
     message = f"plugin {kind} {name!r} from {source(ep)} could not be loaded: {why}"

@@ -688,11 +688,10 @@ def averages(sums: dict[str, list]) -> dict[str, float]:
 def pick_backend(cfg: ExperimentConfig, device: torch.device) -> str:
     """The LSTM kernel that will run (scratch-lstm); "torch.nn" for the torch.nn cores; for a plugin core
     "plugin:<model.type> (<package> <version> (<module:attr>))", where its code comes from."""
-    if cfg.model.type in CORES and cfg.model.type != "scratch-lstm":
-        return "torch.nn"
     if cfg.model.type not in CORES:
-        ep = plugins.plugin_entry_points(plugins.CORE_GROUP).get(cfg.model.type)
-        return f"plugin:{cfg.model.type}" + (f" ({plugins.source(ep)})" if ep is not None else "")
+        return plugins.core_backend(cfg.model.type)
+    if cfg.model.type != "scratch-lstm":
+        return "torch.nn"
     try:
         return kernels.resolve(cfg.model.backend, device.type)
     except kernels.BackendUnavailable as e:
