@@ -38,7 +38,7 @@ import torch
 
 from lstmlab.config import load_config
 from lstmlab.kernels import fused
-from lstmlab.train import train_pack
+from lstmlab.run.train import train_pack
 
 LOOP_SECONDS: dict[str, float] = defaultdict(float)
 

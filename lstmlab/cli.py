@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from lstmlab.executors import options_help
+from lstmlab.run.executors import options_help
 
 app = typer.Typer(
     name="lstmlab",
@@ -163,7 +163,7 @@ def train(
     Unfinished runs resume from their checkpoints; completed ones are skipped.
     """
     from lstmlab.config import ignored_keys, load_config
-    from lstmlab.packing import parse_pack
+    from lstmlab.run.packing import parse_pack
 
     pack_size = parse_pack(pack)
     cfg = load_config(config, set_ or [], sweep or [])
@@ -171,8 +171,9 @@ def train(
     for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
         _console(stderr=True).print(f"note: {note}", markup=False)
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
-        from lstmlab.sweep import distinct_points
-        from lstmlab.train import resolve_run, run_name
+        from lstmlab.run.folder import run_name
+        from lstmlab.run.sweep import distinct_points
+        from lstmlab.run.train import resolve_run
 
         def note(line: str) -> None:
             _console(stderr=True).print(line, markup=False)
@@ -185,10 +186,10 @@ def train(
         return
 
     from lstmlab.files import make_folder
-    from lstmlab.sweep import exit_code, run_sweep
+    from lstmlab.run.sweep import exit_code, run_sweep
 
     if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
-        from lstmlab.export.tensorboard import summary_writer
+        from lstmlab.analysis.export.tensorboard import summary_writer
 
         summary_writer()
         make_folder(tensorboard, "--tensorboard")
@@ -201,7 +202,7 @@ def train(
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]
     if done:
-        from lstmlab.compare import compare_runs, render
+        from lstmlab.analysis.compare import compare_runs, render
 
         swept = sorted((k for k in cfg.sweep if k != "train.seed"), key=lambda k: k != "model.layers")
         console.print(render(compare_runs(done, by=tuple(swept or ["model.layers"])), "table"))
@@ -259,7 +260,7 @@ def compare(
                                                  "(needs the \\[plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
 ) -> None:
     """Group runs by a config key across seeds: mean, spread, confidence intervals, and each step's effect."""
-    from lstmlab.compare import FORMATS, compare_runs, render
+    from lstmlab.analysis.compare import FORMATS, compare_runs, render
     from lstmlab.errors import UserError
 
     if format_ not in FORMATS:
@@ -268,7 +269,7 @@ def compare(
     if missing:
         raise UserError(f"no such path: {', '.join(missing)}")
     if plot is not None:
-        from lstmlab.plot import check_plot_path
+        from lstmlab.analysis.compare.plot import check_plot_path
 
         check_plot_path(plot)
     comparison = compare_runs(paths, by=tuple(by or ("model.layers",)), tune_keys=tuple(tune or ()))
@@ -278,7 +279,7 @@ def compare(
     else:
         _console().print(output)
     if plot is not None:
-        from lstmlab.plot import plot_comparison
+        from lstmlab.analysis.compare.plot import plot_comparison
 
         plot_comparison(comparison, plot)
         _console(stderr=True).print(f"plot written to {plot}")
@@ -308,10 +309,10 @@ def inspect(
     A completed run is read at its best weights, any other at its latest checkpoint (--weights picks).
     Nothing is written to the run folders.
     """
+    from lstmlab.analysis.inspect import inspect_run, inspect_runs
+    from lstmlab.analysis.inspect.render import FORMATS, check_plot_path, render
+    from lstmlab.analysis.inspect.render import plot as draw
     from lstmlab.errors import UserError
-    from lstmlab.inspect import inspect_run, inspect_runs
-    from lstmlab.inspect_render import FORMATS, check_plot_path, render
-    from lstmlab.inspect_render import plot as draw
 
     if format_ not in FORMATS:
         raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
@@ -352,7 +353,7 @@ def sample(
     data_dir: DataDir = Path("data"),
 ) -> None:
     """Print text written by a trained charlm run's best weights, to read what a depth has learned."""
-    from lstmlab.sample import sample_text
+    from lstmlab.analysis.sample import sample_text
 
     result = sample_text(run, chars=chars, temperature=temperature, prime=prime, seed=seed, data_dir=data_dir)
     err = _console(stderr=True)
@@ -390,7 +391,7 @@ def export_mlflow(
     Exporting again updates the same MLflow runs (new points only), never duplicates them.
     Needs the \\[mlflow] extra; see the runs with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
-    from lstmlab.export.mlflow import export_mlflow as export
+    from lstmlab.analysis.export.mlflow import export_mlflow as export
 
     console = _console()
     done = export(paths, tracking_uri=tracking_uri, experiment=experiment, by=tuple(by or ("model.layers",)))
@@ -413,7 +414,7 @@ def export_tensorboard(
     Exporting again replaces what an earlier export wrote there.
     Needs the \\[tensorboard] extra; see them with `tensorboard --logdir DIR` (pip install tensorboard).
     """
-    from lstmlab.export.tensorboard import export_tensorboard as export
+    from lstmlab.analysis.export.tensorboard import export_tensorboard as export
 
     done = export(paths, logdir, by=tuple(by or ("model.layers",)))
     console = _console()
@@ -430,8 +431,8 @@ def verify(
     device: Annotated[list[str] | None, typer.Option("--device", help="cpu, cuda (default every one present).")] = None,
 ) -> None:
     """Check the scratch LSTM against torch.nn.LSTM here: outputs, states and every gradient, per backend."""
-    from lstmlab.verify import all_passed, render
-    from lstmlab.verify import verify as run_verify
+    from lstmlab.checks.verify import all_passed, render
+    from lstmlab.checks.verify import verify as run_verify
 
     rows = run_verify(devices=device or None, dtypes=tuple(dtype or ("float64", "float32")))
     _console().print(render(rows))
@@ -472,9 +473,9 @@ def bench(
     """Time the LSTM implementations (forward, forward+backward) against nn.LSTM in one process, or with
     --study a whole study, packed against one run per process."""
     if study is not None:
-        from lstmlab.bench_study import bench_study, render_study
+        from lstmlab.checks.study import bench_study, render_study
         from lstmlab.config import load_config
-        from lstmlab.packing import parse_pack
+        from lstmlab.run.packing import parse_pack
 
         packs = [parse_pack(p) for p in pack or ["auto"]]
         cfg = load_config(study, set_ or [], sweep or [])
@@ -487,7 +488,7 @@ def bench(
         else:
             _console().print(render_study(rows))
         return
-    from lstmlab.bench import MODES, parse_shape, render_table, run_bench, to_json
+    from lstmlab.checks.bench import MODES, parse_shape, render_table, run_bench, to_json
     from lstmlab.errors import UserError
 
     if len(pack or ()) > 1 or not all(p.isdigit() and int(p) >= 1 for p in pack or ()):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from lstmlab import bench
+from lstmlab.checks import bench
 
 TINY = [(3, 2, 3, 4), (2, 1, 5, 3)]
 

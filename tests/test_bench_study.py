@@ -12,7 +12,7 @@ from conftest import TINY, write_config
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from lstmlab.bench_study import bench_study, render_study, variants
+from lstmlab.checks.study import bench_study, render_study, variants
 from lstmlab.cli import app
 from lstmlab.config import validate
 from lstmlab.models.lstm import LSTM

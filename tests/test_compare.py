@@ -18,11 +18,10 @@ import yaml
 from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
-from lstmlab import stats
+from lstmlab.analysis.compare import compare_runs, json_object, render, stats
+from lstmlab.analysis.compare.plot import plot_comparison
 from lstmlab.cli import app
-from lstmlab.compare import compare_runs, json_object, render
 from lstmlab.errors import UserError
-from lstmlab.plot import plot_comparison
 
 ADDING = {"task": "adding", "metric": "mse", "higher_is_better": False, "baseline": 0.1667,
           "baselines": {"trivial": 0.1667}, "solve_threshold": 0.001667}
@@ -431,7 +430,7 @@ def test_plot_to_an_unwritable_path_is_bad_input(tmp_path):
 
 def test_plot_with_two_by_keys(tmp_path):
     pytest.importorskip("matplotlib")
-    from lstmlab.plot import plot_order, title
+    from lstmlab.analysis.compare.plot import plot_order, title
 
     for model_type in ("lstm", "gru"):
         depth_study(tmp_path / model_type, {1: [0.999, 1.0], 2: [0.3, 0.99], 3: [0.26, 0.5]}, kind=ORDER,
@@ -454,7 +453,7 @@ def test_plot_with_two_by_keys(tmp_path):
 
 
 def test_clip_to_axis():
-    from lstmlab.plot import clip_to_axis
+    from lstmlab.analysis.compare.plot import clip_to_axis
 
     assert clip_to_axis((0.2, 0.5), (0.0, 1.0)) == (0.2, 0.5, False, False)
     assert clip_to_axis((-0.09, 1.26), (0.0, 1.0)) == (0.0, 1.0, True, True)

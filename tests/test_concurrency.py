@@ -1,6 +1,6 @@
 """Nothing lost, nothing doubled, with real second processes and real signals: two trains of one config at
 once, SIGTERM to a sweep's parent, kill -9 of the parent (its workers die with it), Ctrl-C and SIGTERM to
-the whole process group. Runs are stopped at known steps by test hooks (lstmlab.runs), never by timing."""
+the whole process group. Runs are stopped at known steps by test hooks (lstmlab.run.folder), never by timing."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from conftest import TINY, write_config
 from typer.testing import CliRunner
 
 from lstmlab.cli import app
-from lstmlab.runs import RunFolder
+from lstmlab.run.folder import RunFolder
 
 
 def sweep_args(tmp_path: Path, sweep: dict, train: dict, *extra: str) -> list[str]:
@@ -168,7 +168,7 @@ def test_an_interrupt_between_two_outcomes_still_stops_the_workers(tmp_path):
     import multiprocessing
 
     from lstmlab.config import validate
-    from lstmlab.sweep import run_sweep
+    from lstmlab.run.sweep import run_sweep
 
     cfg = validate({**TINY, "train": {**TINY["train"], "steps": 200, "eval_every": 100},
                     "sweep": {"model.layers": [1, 2], "train.seed": [0, 1]}})

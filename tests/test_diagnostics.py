@@ -7,11 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from lstmlab.config import ModelConfig
-from lstmlab.diagnostics import Diagnostics, diagnostics_row
-from lstmlab.gradflow import trace
-from lstmlab.inspect import summarize
+from lstmlab.models.gradflow import summarize, trace
 from lstmlab.models.sequence import SequenceModel
-from lstmlab.runs import DIAGNOSTICS, RunFolder
+from lstmlab.run.diagnostics import Diagnostics, diagnostics_row
+from lstmlab.run.folder import DIAGNOSTICS, RunFolder
 from lstmlab.tasks.base import TaskSpec
 
 B, T, VOCAB, CLASSES = 8, 9, 5, 3

@@ -26,13 +26,13 @@ import ray  # noqa: E402
 from conftest import TINY, write_config
 from typer.testing import CliRunner
 
-from lstmlab import sweep
 from lstmlab.cli import app
 from lstmlab.config import load_config
 from lstmlab.errors import UserError
-from lstmlab.executors import Finished, make_executor
-from lstmlab.runs import TEST_SIGNAL
-from lstmlab.sweep import run_sweep
+from lstmlab.run import sweep
+from lstmlab.run.executors import Finished, make_executor
+from lstmlab.run.folder import TEST_SIGNAL
+from lstmlab.run.sweep import run_sweep
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
 SWEEP = {"model.layers": [1, 2], "train.lr": [0.01, 1e300]}  # lr 1e300: the loss overflows at step 2
@@ -300,7 +300,7 @@ def test_slurm_job_array_script(monkeypatch, tmp_path):
     executor = make_executor("submitit", ["partition=short", "time=90", "cpus_per_task=2", "gpus_per_task=1",
                                           "array_parallelism=3", "slurm_account=proj",
                                           "slurm_additional_parameters={mail-type: END}"], work_dir=tmp_path)
-    from lstmlab.executors.submitit import UnitTask
+    from lstmlab.run.executors.submitit import UnitTask
 
     jobs = executor.executor.submit_array([UnitTask(print, i, 2) for i in range(5)])
     assert [job.job_id for job in jobs] == [f"4242_{i}" for i in range(5)]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from lstmlab.analysis.export import flatten
 from lstmlab.cli import app
-from lstmlab.export import flatten
-from lstmlab.runs import RunFolder, find_runs
+from lstmlab.run.folder import RunFolder, find_runs
 
 mlflow = pytest.importorskip("mlflow", reason="the [mlflow] extra (in [dev])")
 from mlflow import MlflowClient  # noqa: E402

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from lstmlab.analysis.export import flatten
+from lstmlab.analysis.export.tensorboard import TensorBoardLog, export_tensorboard
 from lstmlab.cli import app
-from lstmlab.export import flatten
-from lstmlab.export.tensorboard import TensorBoardLog, export_tensorboard
-from lstmlab.runs import RunFolder, find_runs
+from lstmlab.run.folder import RunFolder, find_runs
 
 pytest.importorskip("tensorboardX", reason="the [tensorboard] extra (in [dev])")
 event_accumulator = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator",

@@ -1,4 +1,4 @@
-"""lstmlab.gradflow: the per-step forward and the hand-written backward through time, in float64.
+"""lstmlab.models.gradflow: the per-step forward and the hand-written backward through time, in float64.
 
 - the per-step forward of every core (LSTM, GRU, RNN tanh/relu; 3 layers) gives torch.nn's outputs;
 - dL/dh_t, dL/dc_t and dL/dx_t equal autograd's on retained per-step tensors of torch's own cells
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lstmlab import gradflow
 from lstmlab.config import ModelConfig
+from lstmlab.models import gradflow
 from lstmlab.models.sequence import SequenceModel
 from lstmlab.tasks.base import TaskSpec
 
@@ -155,7 +155,7 @@ def test_with_no_recurrent_weights_the_cell_gradient_is_the_product_of_forget_ga
 
 @pytest.mark.parametrize("forget_bias", [20.0, -20.0])
 def test_forget_bias_sets_how_much_gradient_reaches_the_first_step(forget_bias):
-    from lstmlab.inspect import summarize
+    from lstmlab.models.gradflow import summarize
 
     model = forget_gate_model(forget_bias, input_dependent=False)
     batch = batch_for("last")

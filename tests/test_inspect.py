@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from lstmlab.cli import app
 from lstmlab.config import validate
-from lstmlab.runs import RunFolder
-from lstmlab.train import train
+from lstmlab.run.folder import RunFolder
+from lstmlab.run.train import train
 
 runner = CliRunner()
 TINY_ORDER = {
@@ -74,8 +74,8 @@ def test_json_contract_for_one_run(trained):
 
 def test_the_numbers_are_the_runs_best_weights_traced(trained):
     """inspect reads the best weights out of the checkpoint and traces them: the same numbers by hand."""
-    from lstmlab.gradflow import trace
-    from lstmlab.inspect import inspect_run, summarize
+    from lstmlab.analysis.inspect import inspect_run
+    from lstmlab.models.gradflow import summarize, trace
     from lstmlab.models.sequence import build_model
     from lstmlab.tasks import make_task
     from lstmlab.tasks.datasets import load

@@ -15,10 +15,10 @@ import pytest
 import torch
 from conftest import TINY, write_config
 
-import lstmlab.train
+import lstmlab.run.train
 from lstmlab.config import validate
-from lstmlab.sweep import run_sweep
-from lstmlab.train import train_pack
+from lstmlab.run.sweep import run_sweep
+from lstmlab.run.train import train_pack
 
 TIMING = {"elapsed_s", "seq_per_s", "wall_s"}
 # TINY trains on the CPU, whose parity this is: on an H100 the lr = 1.0 member drifted 4e-9 from its run alone
@@ -87,7 +87,7 @@ def assert_close(a, b, where=""):
 
 @pytest.mark.parametrize("base", [ADDING, COPY], ids=["adding", "copy"])
 def test_every_member_of_a_pack_writes_the_run_it_writes_alone(tmp_path, base, monkeypatch):
-    monkeypatch.setattr(lstmlab.train, "EVAL_SEQUENCES", 48)  # evaluations take the members two at a time
+    monkeypatch.setattr(lstmlab.run.train, "EVAL_SEQUENCES", 48)  # evaluations take the members two at a time
     quiet = dict(data_dir=tmp_path / "data", swept_keys=LR, quiet=True, log=lambda _: None)
     for layers in (1, 2):
         pack = configs(base, layers, [*MEMBERS, NAN])
@@ -106,7 +106,7 @@ def test_every_member_of_a_pack_writes_the_run_it_writes_alone(tmp_path, base, m
 
 
 def test_a_refused_or_busy_member_leaves_the_rest_of_its_pack_training(tmp_path):
-    from lstmlab.runs import RunFolder
+    from lstmlab.run.folder import RunFolder
 
     pack = configs(ADDING, 1, MEMBERS[:3])
     quiet = dict(data_dir=tmp_path / "data", swept_keys=LR, quiet=True, log=lambda _: None)
@@ -216,7 +216,7 @@ def test_a_killed_packed_study_resumes_on_cuda(tmp_path):
 
 
 def test_clip_grad_norms_is_torchs_clip_for_every_member_bitwise():
-    from lstmlab.train import clip_grad_norms
+    from lstmlab.run.train import clip_grad_norms
 
     torch.manual_seed(0)
     members = [[torch.zeros(s, dtype=torch.float64, requires_grad=True) for s in ((7, 3), (7,), (2, 7))]

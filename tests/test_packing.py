@@ -6,7 +6,7 @@ import pytest
 from conftest import TINY
 
 from lstmlab.config import ExperimentConfig, TrainConfig, validate
-from lstmlab.packing import MEMBER_KEYS, Point, balanced_sizes, pack_key, plan
+from lstmlab.run.packing import MEMBER_KEYS, Point, balanced_sizes, pack_key, plan
 
 SCRATCH = {**TINY, "model": {**TINY["model"], "type": "scratch-lstm"}}
 
@@ -80,7 +80,7 @@ def test_members_regroup_by_their_checkpoint_step():
 
 
 def test_auto_pack_size_keeps_every_worker_busy():
-    from lstmlab.packing import auto_pack_size, makespan
+    from lstmlab.run.packing import auto_pack_size, makespan
 
     assert auto_pack_size("cpu", [10, 10, 10], jobs=1) == 10  # one pack per depth
     assert auto_pack_size("cpu", [10, 10, 10], jobs=2) == 5  # six packs, three per worker

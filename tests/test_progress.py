@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from lstmlab.progress import StudyProgress
+from lstmlab.run.progress import StudyProgress
 
 
 class Terminal(io.StringIO):

@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 
 from lstmlab.cli import app
 from lstmlab.config import load_config, validate
-from lstmlab.runs import RunFolder
+from lstmlab.run.folder import RunFolder
+from lstmlab.run.train import train
 from lstmlab.tasks.datasets import dataset_dir, generate, load
-from lstmlab.train import train
 
 runner = CliRunner()
 

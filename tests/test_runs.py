@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from lstmlab.errors import UserError
-from lstmlab.runs import RunBusy, RunFolder, RunRefused, config_sha256
+from lstmlab.run.folder import RunBusy, RunFolder, RunRefused, config_sha256
 
 CONFIG = {"experiment": "x", "model": {"layers": 1}}
 OTHER = {"experiment": "x", "model": {"layers": 2}}
 
 HOLD_LOCK = textwrap.dedent("""
     import sys
-    from lstmlab.runs import RunFolder
+    from lstmlab.run.folder import RunFolder
     with RunFolder(sys.argv[1]).lock():
         print("locked", flush=True)
         sys.stdin.read()   # hold the lock until the test closes stdin, or kills this process

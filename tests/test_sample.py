@@ -10,8 +10,8 @@ import yaml
 from conftest import TINY, write_config
 from typer.testing import CliRunner
 
+from lstmlab.analysis.sample import load_run, sample_text
 from lstmlab.cli import app
-from lstmlab.sample import load_run, sample_text
 
 runner = CliRunner()
 TEXT = "the quick brown fox jumps over the lazy dog.\n" * 60

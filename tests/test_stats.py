@@ -1,4 +1,4 @@
-"""lstmlab.stats against values worked by hand (the arithmetic is in each test)."""
+"""lstmlab.analysis.compare.stats against values worked by hand (the arithmetic is in each test)."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from lstmlab import stats
+from lstmlab.analysis.compare import stats
 
 
 def test_mean_and_sample_std():

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from lstmlab.cli import app
 from lstmlab.config import load_config
-from lstmlab.runs import RunFolder
-from lstmlab.sweep import run_sweep
+from lstmlab.run.folder import RunFolder
+from lstmlab.run.sweep import run_sweep
 
 TIMING = {"elapsed_s", "seq_per_s"}
 

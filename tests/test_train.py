@@ -16,8 +16,8 @@ import yaml
 from conftest import TINY, write_config
 
 from lstmlab.config import load_config, validate
-from lstmlab.runs import RunFolder
-from lstmlab.train import get_lr, run_name, train
+from lstmlab.run.folder import RunFolder, run_name
+from lstmlab.run.train import get_lr, train
 
 TIMING = {"elapsed_s", "seq_per_s"}
 
@@ -120,7 +120,7 @@ def test_early_stop(tmp_path):
 
 
 def test_nan_loss_marks_the_run_failed(tmp_path):
-    from lstmlab.train import RunFailed
+    from lstmlab.run.train import RunFailed
 
     with pytest.raises(RunFailed, match="loss became (nan|inf) at step"):
         train_tiny(tmp_path, ["train.lr=1e30", "train.grad_clip=null", "train.optimizer=sgd", "train.steps=50"])

@@ -12,14 +12,14 @@ from conftest import write_config
 from test_pack_training import ADDING, assert_close, numbers, run_lstmlab
 
 from lstmlab.config import validate
-from lstmlab.diagnostics import PROBE_SIZE, check_traceable, diagnostics_row
 from lstmlab.errors import UserError
 from lstmlab.models.sequence import build_model
-from lstmlab.runs import DIAGNOSTICS, RunFolder
-from lstmlab.sweep import run_sweep
+from lstmlab.run.diagnostics import PROBE_SIZE, check_traceable, diagnostics_row
+from lstmlab.run.folder import DIAGNOSTICS, RunFolder
+from lstmlab.run.sweep import run_sweep
+from lstmlab.run.train import train_pack
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
-from lstmlab.train import train_pack
 
 EVERY = 5
 STUDY = {**ADDING, "train": {**ADDING["train"], "steps": 20, "eval_every": 10, "diagnostics_every": EVERY},

@@ -15,11 +15,11 @@ from test_export_tensorboard import csv_series, plugin_data_pb2, read_events, sc
 from test_pack_training import run_lstmlab
 from typer.testing import CliRunner
 
+from lstmlab.analysis.export import flatten
 from lstmlab.cli import app
 from lstmlab.config import load_config
-from lstmlab.export import flatten
-from lstmlab.runs import RunFolder, find_runs
-from lstmlab.sweep import run_sweep
+from lstmlab.run.folder import RunFolder, find_runs
+from lstmlab.run.sweep import run_sweep
 
 runner = CliRunner()
 STUDY = {**TINY, "train": {**TINY["train"], "dtype": "float64"}, "sweep": {"model.layers": [1, 2]}}

@@ -1,4 +1,4 @@
-"""lstmlab.verify: the reference backend passes, and broken backends are caught and reported."""
+"""lstmlab.checks.verify: the reference backend passes, and broken backends are caught and reported."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from rich.console import Console
 from torch import Tensor
 
 from lstmlab import kernels
+from lstmlab.checks.verify import Row, all_passed, render, verify
 from lstmlab.kernels import reference
-from lstmlab.verify import Row, all_passed, render, verify
 
 
 def text(rows: list[Row]) -> str:

@@ -44,7 +44,7 @@ from typing import NamedTuple, Protocol
 import torch
 from torch import Tensor
 
-from lstmlab.env import cpu_model
+from lstmlab.kernels.machine import cpu_model
 
 LOOP_CHOICES = ("auto", "cpp", "python")
 SCHEDULES = ("auto", "sequences", "steps")

@@ -19,7 +19,7 @@ loss (members never mix: member k of the stacked kernel is the plain layer on me
 Dropout masks come from the global RNG, as in an unpacked run; each member's RNG state is swapped in
 around its own draws and saved after them, so member k draws exactly the masks it would draw alone.
 Other model types (torch.nn's LSTM, GRU, RNN) run member by member through their own forward, under
-the same RNG swap; they are packed one to a pack in practice (see lstmlab.packing).
+the same RNG swap; they are packed one to a pack in practice (see lstmlab.run.packing).
 """
 
 from __future__ import annotations

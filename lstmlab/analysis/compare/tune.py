@@ -22,8 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from lstmlab import stats
-from lstmlab.compare.read import RunRecord, is_number, order
+from lstmlab.analysis.compare import stats
+from lstmlab.analysis.compare.read import RunRecord, is_number, order
 
 
 @dataclass

@@ -5,7 +5,7 @@ before and after a run leaves its plateau. Every row is measured on the same pro
 `PROBE_SIZE` validation sequences), so rows differ only because the weights changed:
 
     step, loss,                                  the probe batch's training loss (float64)
-    grad_x_first, grad_x_last,                   ‖dL/dx_t‖ at the first and the last step (lstmlab.inspect's norm)
+    grad_x_first, grad_x_last,                   ‖dL/dx_t‖ at the first and the last step (gradflow.step_norms)
     l<k>_grad_h_first, l<k>_grad_h_last,         per layer k: ‖dL/dh_t‖ at the first and the last step,
     l<k>_grad_c_first, l<k>_grad_c_last,         ‖dL/dc_t‖ likewise (LSTM),
     l<k>_<gate>_mean, l<k>_<gate>_saturated      each gate's mean and saturated fraction (i f g o; GRU r z n)
@@ -27,15 +27,14 @@ from collections.abc import Callable
 from typing import Any
 
 from lstmlab.errors import UserError
-from lstmlab.runs import DIAGNOSTICS, RunFolder
+from lstmlab.run.folder import DIAGNOSTICS, RunFolder
 
 PROBE_SIZE = 256  # validation sequences in the probe batch
 
 
 def diagnostics_row(model, batch: dict, loss_fn: Callable, step: int) -> dict[str, Any]:
     """One flat row: the probe batch's loss, first/last-step gradient norms and gate statistics per layer."""
-    from lstmlab.gradflow import trace
-    from lstmlab.inspect import summarize
+    from lstmlab.models.gradflow import summarize, trace
 
     numbers = summarize(trace(model, batch["inputs"], batch, loss_fn))
     row: dict[str, Any] = {"step": step, "loss": numbers["loss"],
@@ -51,8 +50,8 @@ def diagnostics_row(model, batch: dict, loss_fn: Callable, step: int) -> dict[st
 
 
 def check_traceable(model) -> None:
-    """UserError unless `model`'s core is one lstmlab.gradflow can trace (LSTM, GRU, RNN): said before training."""
-    from lstmlab.gradflow import core_kind
+    """UserError unless `model`'s core is one gradflow can trace (LSTM, GRU, RNN): said before training."""
+    from lstmlab.models.gradflow import core_kind
 
     try:
         core_kind(model.core)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lstmlab.compare import finite, fmt
+from lstmlab.analysis.compare import finite, fmt
 from lstmlab.errors import UserError
 
 FORMATS = ("table", "json")

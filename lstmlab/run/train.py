@@ -1,13 +1,13 @@
 """train(a pack of runs) -> their run folders. Read it top to bottom: claim, restore, step, evaluate, finish.
 
 A pack is one run, or several runs of one architecture that differ only in keys that leave shapes alone
-(lstmlab.packing says which), trained together in this process: their recurrent layers run through one
+(lstmlab.run.packing says which), trained together in this process: their recurrent layers run through one
 stacked kernel (lstmlab.models.packed). Everything else is each member's own, exactly as when it trains
 alone: initial weights (built under its own seed), batch order, dropout masks, optimizer, learning rate,
 gradient clipping, early stopping, best-by-validation weights, test evaluation and run folder. So a run's
 folder and numbers do not depend on the pack it trained in; an unpacked run is a pack of one.
 
-Each member's folder is locked while the pack trains (lstmlab.runs says what that guarantees). A member
+Each member's folder is locked while the pack trains (lstmlab.run.folder says what that guarantees). A member
 resumes from its checkpoint, is skipped when it already completed, and is frozen (no further updates)
 when it stops early or fails — a loss or an evaluated metric that is not finite (NaN or ±inf) fails that
 member alone; the others go on.
@@ -31,15 +31,16 @@ from typing import Any
 import torch
 
 from lstmlab import kernels, memory, plugins
-from lstmlab.config import ExperimentConfig, get_dotted
-from lstmlab.diagnostics import Diagnostics, check_traceable
-from lstmlab.env import environment
+from lstmlab.config import ExperimentConfig
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
-from lstmlab.packing import pack_key
-from lstmlab.progress import pack_progress
-from lstmlab.runs import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks
+from lstmlab.run.diagnostics import Diagnostics, check_traceable
+from lstmlab.run.env import environment, pick_device
+from lstmlab.run.folder import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks, run_name
+from lstmlab.run.packing import pack_key
+from lstmlab.run.progress import pack_progress
+from lstmlab.run.tensorboard import tensorboard_log
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
 
@@ -65,17 +66,6 @@ class RunResult:
     status: str  # completed | skipped (already completed) | busy | refused | failed
     summary: dict[str, Any] = field(default_factory=dict)
     error: Exception | None = field(default=None, repr=False)  # why, for busy | refused | failed
-
-
-def run_name(cfg: ExperimentConfig, swept_keys: tuple[str, ...] = ()) -> str:
-    """`L2-scratch-lstm-s0`, plus `-<key><value>` for every other swept key."""
-    name = f"L{cfg.model.layers}-{cfg.model.type}-s{cfg.train.seed}"
-    raw = cfg.model_dump(mode="json")
-    for key in swept_keys:
-        if key in ("model.layers", "model.type", "train.seed"):
-            continue
-        name += f"-{key.split('.')[-1]}{get_dotted(raw, key)}"
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 def resolve_run(cfg: ExperimentConfig, data_dir: str | Path, log: Callable[[str], None] = print):
@@ -190,7 +180,7 @@ class Pack:
     device: torch.device
     autocast: Any
     started: float = 0.0  # perf_counter() when this process started training
-    tensorboard: Any = None  # train --tensorboard: an lstmlab.export.tensorboard.TensorBoardLog
+    tensorboard: Any = None  # train --tensorboard: an lstmlab.analysis.export.tensorboard.TensorBoardLog
 
     @property
     def n_train(self) -> int:
@@ -243,7 +233,7 @@ def train_pack(
     dataset = load_dataset(cfgs[0].task, data_dir, log=log)
     cfgs = [cfg.model_copy(update={"model": resolve_hidden_size(cfg.model, dataset.spec)}) for cfg in cfgs]
     if len(cfgs) > 1 and (len({pack_key(cfg) for cfg in cfgs}) != 1 or pack_key(cfgs[0]) is None):
-        raise ValueError("these runs cannot share a pack (see lstmlab.packing.pack_key)")
+        raise ValueError("these runs cannot share a pack (see lstmlab.run.packing.pack_key)")
     runs = [RunFolder(Path(runs_dir) / cfg.experiment / run_name(cfg, swept_keys)) for cfg in cfgs]
     device = pick_device(cfgs[0].train.device)
     backend = pick_backend(cfgs[0], device)
@@ -589,15 +579,6 @@ def interrupt(pack: Pack, stop: StopAtStepBoundary) -> None:
 # -- train --tensorboard: metrics.csv rows as TensorBoard scalars, as they are written -----------------
 
 
-def tensorboard_log(logdir: str | Path | None):
-    """A TensorBoardLog that replaces what earlier processes logged for the runs it logs; None without a folder."""
-    if logdir is None:
-        return None
-    from lstmlab.export.tensorboard import TensorBoardLog
-
-    return TensorBoardLog(logdir, replace=True)
-
-
 def log_rows(pack: Pack, member: Member, rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> None:
     """The member's metrics.csv rows as the scalars `lstmlab export tensorboard` writes for them, in
     <logdir>/<experiment>/<run-name>, each dated by its elapsed_s.
@@ -697,14 +678,6 @@ def pick_backend(cfg: ExperimentConfig, device: torch.device) -> str:
     except kernels.BackendUnavailable as e:
         here = ", ".join(n for n in kernels.BACKEND_NAMES if n == "auto" or kernels.available(n, device.type))
         raise UserError(f"model.backend: {e}; valid on this machine: {here}") from None
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device: cuda was asked for but no CUDA device is available; valid here: auto, cpu")
-    return torch.device(name)
 
 
 def to_tensor(array, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

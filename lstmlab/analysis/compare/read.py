@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from lstmlab import files
-from lstmlab.runs import CONFIG, METRICS, SUMMARY, find_runs
+from lstmlab.run.folder import CONFIG, METRICS, SUMMARY, find_runs
 
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 

@@ -4,9 +4,9 @@ Two steps, kept apart so that another executor can take the second one over:
 
     plan_sweep(points, options, pack) -> Plan     which runs, resolved and named, grouped into units of work
     execute(units, options, jobs)     -> outcomes, streamed unit by unit as each one ends
-    execute_on(cluster, units, ...)   -> the same, with each unit a Slurm job or a Ray task (lstmlab.executors)
+    execute_on(cluster, units, ...)   -> the same, with each unit a Slurm job or a Ray task (lstmlab.run.executors)
 
-A unit is a pack of runs that train together (lstmlab.packing: runs of one architecture that differ only
+A unit is a pack of runs that train together (lstmlab.run.packing: runs of one architecture that differ only
 in seeds and other keys that change no shape) or one run alone. `run_unit(unit, options)` trains one unit
 in the calling process and returns one Outcome per run; it is top-level and its arguments are plain data,
 so it can be shipped as it is to a worker process, a cluster task or a Ray task. Every run is seeded by
@@ -48,11 +48,11 @@ from typing import TYPE_CHECKING, Any
 
 from lstmlab.config import ExperimentConfig
 from lstmlab.errors import ConfigError, UserError
-from lstmlab.packing import Point, Unit
-from lstmlab.runs import RunFolder, RunInterrupted
+from lstmlab.run.folder import RunFolder, RunInterrupted
+from lstmlab.run.packing import Point, Unit
 
 if TYPE_CHECKING:
-    from lstmlab.executors import Executor
+    from lstmlab.run.executors import Executor
 
 # What a sweep did with each run, in the order the listing shows them, with the listing's words.
 OUTCOMES = {
@@ -93,11 +93,11 @@ def run_sweep(
     """Train every distinct point, `pack` runs at most to a pack (an int, or "auto"); log one line per run
     as it ends, then the listing by outcome. Outcomes come back in the sweep's order.
 
-    `executor`: where the units run (lstmlab.executors): `local` (here, or `jobs` worker processes),
+    `executor`: where the units run (lstmlab.run.executors): `local` (here, or `jobs` worker processes),
     `submitit` or `ray`, with its `executor_options` (KEY=VALUE texts). `tensorboard`: a folder where every
     run also logs its evaluations as TensorBoard scalars while it trains (needs the [tensorboard] extra)."""
-    from lstmlab.executors import make_executor
-    from lstmlab.progress import StudyProgress
+    from lstmlab.run.executors import make_executor
+    from lstmlab.run.progress import StudyProgress
 
     cluster = make_executor(executor, executor_options, jobs=jobs, work_dir=Path(runs_dir) / cfg.experiment)
     if cluster is not None:  # the tasks run elsewhere: they are handed paths that mean the same there
@@ -165,10 +165,11 @@ class Plan:
 def plan_sweep(points: list[ExperimentConfig], options: UnitOptions, pack: int | str, jobs: int = 1) -> Plan:
     """Resolve each point (its hidden size follows from its dataset), name it, look at its folder: a completed
     run is skipped, an unfinished one resumes from its checkpoint's step; then pack what is left (`auto`:
-    lstmlab.packing.auto_pack_size for the device and `jobs` workers)."""
+    lstmlab.run.packing.auto_pack_size for the device and `jobs` workers)."""
     from lstmlab.models.sequence import resolve_hidden_size
-    from lstmlab.packing import Point, auto_pack_size, groups, plan
-    from lstmlab.train import pick_device, run_name
+    from lstmlab.run.env import pick_device
+    from lstmlab.run.folder import run_name
+    from lstmlab.run.packing import Point, auto_pack_size, groups, plan
 
     specs: dict[str, Any] = {}
     names, todo, skipped = [], [], []
@@ -275,7 +276,7 @@ def stop_units(units: Iterator[list[Outcome]], interrupt: KeyboardInterrupt) -> 
 def distinct_points(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> list[ExperimentConfig]:
     """The sweep's points with repeats dropped (one note per repeated run); ConfigError when two different
     points would share a run folder."""
-    from lstmlab.train import run_name
+    from lstmlab.run.folder import run_name
 
     swept = tuple(cfg.sweep)
     points: dict[str, ExperimentConfig] = {}
@@ -493,7 +494,7 @@ def run_unit(unit: Unit, options: UnitOptions, *, log: Callable[[str], None] | N
     another process is training, or whose folder holds another run has its Outcome; the others go on.
     Raises RunInterrupted on SIGINT or SIGTERM (every run of the unit has saved its checkpoint by then).
     """
-    from lstmlab.train import train_pack
+    from lstmlab.run.train import train_pack
 
     if _STOP is not None and _STOP.is_set():
         return [Outcome(p.name, None, "interrupted", "not started: the sweep was interrupted") for p in unit.points]

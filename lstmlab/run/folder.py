@@ -8,7 +8,7 @@ and locked so that two processes never train one run side by side.
       summary.json   status (running | completed | failed | interrupted), params, metrics, baseline
       checkpoint.pt  model + optimizer + scheduler + RNG state + step + the sha256 of the resolved config
       diagnostics.csv  optional (train.diagnostics_every): gradient flow and gate statistics every N steps,
-                     written like metrics.csv (lstmlab.diagnostics)
+                     written like metrics.csv (lstmlab.run.diagnostics)
       .lock          the run's lock file (its content: the pid and host of the process that holds it)
 
 Files that are replaced (config, env, summary, checkpoint) are written to a temporary file and renamed
@@ -57,16 +57,32 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lstmlab import files
+from lstmlab.config import get_dotted
 from lstmlab.errors import UserError
+
+if TYPE_CHECKING:
+    from lstmlab.config import ExperimentConfig
 
 STATUSES = ("running", "completed", "failed", "interrupted")
 CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt"
 DIAGNOSTICS = "diagnostics.csv"  # a second table of rows by step, read and written like metrics.csv
 LOCK = ".lock"
 RUN_FILES = (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT, DIAGNOSTICS)
+NOT_SCALARS = ("step", "split")  # metrics.csv columns that place a row rather than measure something
+
+
+def run_name(cfg: ExperimentConfig, swept_keys: tuple[str, ...] = ()) -> str:
+    """`L2-scratch-lstm-s0`, plus `-<key><value>` for every other swept key."""
+    name = f"L{cfg.model.layers}-{cfg.model.type}-s{cfg.train.seed}"
+    raw = cfg.model_dump(mode="json")
+    for key in swept_keys:
+        if key in ("model.layers", "model.type", "train.seed"):
+            continue
+        name += f"-{key.split('.')[-1]}{get_dotted(raw, key)}"
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in name)
 
 
 class RunBusy(Exception):
@@ -379,3 +395,36 @@ def fire_test_hooks(point: str, run_name: str) -> None:
                 f.write(f"{os.getpid()} {run_name} {point}\n")
         else:
             os.kill(os.getpid(), getattr(signal, f"SIG{what}"))
+
+
+# -- a run folder's contents as flat names: dotted config keys, <split>/<column> scalars ------------------
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"model": {"layers": 2}} -> {"model.layers": 2}; lists stay values (`task.text`)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def as_text(value: Any) -> str:
+    """A config value as YAML would write it inline: null, true, 0.001, [a, b]."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def scalars(rows: list[dict[str, Any]]) -> Iterator[tuple[str, int, float]]:
+    """(tag, step, value) for every numeric cell of metrics.csv rows; tags are `<split>/<column>`."""
+    for row in rows:
+        step, split = row.get("step"), row.get("split")
+        if not isinstance(step, int) or not isinstance(split, str):
+            continue
+        for column, value in row.items():
+            if column in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            yield f"{split}/{column}", step, float(value)

@@ -22,7 +22,7 @@ import ray
 from ray.exceptions import RayTaskError, TaskCancelledError
 
 from lstmlab.errors import UserError
-from lstmlab.executors import Finished, call_unit, finished
+from lstmlab.run.executors import Finished, call_unit, finished
 
 MAX_PENDING = 1000  # tasks handed to Ray and not yet finished
 GRACE_S = 5.0  # after Ctrl-C, how long running tasks get to checkpoint before this driver lets go of them

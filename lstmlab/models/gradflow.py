@@ -16,6 +16,9 @@ recurrence inside the op, so `output.retain_grad()` on its output shows only ∂
 h_t is a tensor of its own; tests/test_gradflow.py checks δh_t, δc_t and δx_t against autograd on
 retained per-step tensors of torch's own cells in float64.
 
+`summarize(trace)` turns one trace into the numbers `lstmlab inspect` reports and diagnostics.csv rows are
+made of (lstmlab.analysis.inspect documents each of them).
+
 Tensors are time-major: x (T, B, I), states and gates (T, B, H). Initial states are zero, as
 `SequenceModel` runs its core. Dropout is not applied (the model as evaluated).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -282,3 +286,74 @@ def _float_copy(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     clone = copy.deepcopy(module).to(dtype).eval()
     clone.requires_grad_(False)
     return clone
+
+
+SIGMOID_SATURATED = 0.05  # σ < 0.05 or σ > 0.95
+TANH_SATURATED = 0.95  # |tanh| > 0.95
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+HISTOGRAM_BINS = 20
+TANH_GATES = {"g", "n"}  # LSTM's cell candidate and GRU's candidate; every other gate is a sigmoid
+
+
+# -- the numbers of one batch --------------------------------------------------------------------------
+
+
+def summarize(trace) -> dict[str, Any]:
+    """One batch's gradient flow and gate statistics (the JSON contract's `layers` and `grad_x`)."""
+    layers = []
+    for index, layer in enumerate(trace.layers):
+        grad_h = step_norms(layer.dh)
+        grad_c = step_norms(layer.dc) if layer.dc is not None else None
+        entry: dict[str, Any] = {
+            "layer": index,
+            "grad_h": grad_h,
+            "grad_c": grad_c,
+            "grad_h_first_to_last": first_to_last(grad_h),
+            "grad_c_first_to_last": first_to_last(grad_c) if grad_c is not None else None,
+            "gates": {name: gate_stats(name, values) for name, values in layer.gates.items()},
+            "c_abs_mean": layer.c.abs().mean(dim=(1, 2)).tolist() if layer.c is not None else None,
+            "h_abs_mean": layer.h.abs().mean(dim=(1, 2)).tolist(),
+        }
+        if trace.kind == "rnn":
+            entry["activation"] = activation_stats(layer.h, trace.nonlinearity)
+        layers.append(entry)
+    grad_x = step_norms(trace.dx)
+    return {"loss": trace.loss, "layers": layers, "grad_x": grad_x, "grad_x_first_to_last": first_to_last(grad_x)}
+
+
+def step_norms(grad) -> list[float]:
+    """(T, B, N) gradients of the batch-mean loss -> per step, the mean over b of ‖B · grad[t, b]‖₂."""
+    batch = grad.shape[1]
+    return (grad * batch).norm(dim=-1).mean(dim=1).tolist()
+
+
+def first_to_last(values: list[float]) -> float | None:
+    return values[0] / values[-1] if values[-1] != 0 else None
+
+
+def gate_stats(name: str, values) -> dict[str, Any]:
+    """Mean, saturated fraction, quantiles and a histogram of one gate over every step, sequence and unit."""
+    import numpy as np
+    import torch
+
+    flat = values.detach().reshape(-1)
+    if name in TANH_GATES:
+        saturated, low, high = flat.abs() > TANH_SATURATED, -1.0, 1.0
+    else:
+        saturated, low, high = (flat < SIGMOID_SATURATED) | (flat > 1 - SIGMOID_SATURATED), 0.0, 1.0
+    counts = torch.histc(flat, bins=HISTOGRAM_BINS, min=low, max=high)
+    quantiles = np.quantile(flat.cpu().numpy(), QUANTILES)  # numpy: torch.quantile caps its input size
+    return {
+        "mean": flat.mean().item(),
+        "saturated": saturated.to(flat.dtype).mean().item(),
+        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
+        "histogram": {"edges": torch.linspace(low, high, HISTOGRAM_BINS + 1).tolist(),
+                      "fraction": (counts / flat.numel()).tolist()},
+    }
+
+
+def activation_stats(h, nonlinearity: str) -> dict[str, Any]:
+    """An RNN layer's h_t: saturated means |h| > 0.95 (tanh, where tanh' < 0.1) or h = 0 (relu, where relu' = 0)."""
+    saturated = h.abs() > TANH_SATURATED if nonlinearity == "tanh" else h == 0
+    return {"nonlinearity": nonlinearity, "mean": h.mean().item(),
+            "saturated": saturated.to(h.dtype).mean().item()}

@@ -1,8 +1,9 @@
 """Provenance: which software ran on which machine, in one place.
 
-`environment()` is what a run folder's env.json holds; `device_name()` and `cpu_model()` name the
-hardware for run folders, benchmarks and the C++ loop's build cache. torch is imported inside the
-functions that need it, so importing this module stays cheap.
+`environment()` is what a run folder's env.json holds; `device_name()` names the hardware for run folders
+and benchmarks (the CPU's identity, shared with the C++ loop's build cache, is lstmlab.kernels.machine).
+`pick_device()` turns train.device into a torch.device. torch is imported inside the functions that need
+it, so importing this module stays cheap.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import lstmlab
+from lstmlab.errors import UserError
+from lstmlab.kernels.machine import cpuinfo_line
 
 
 def environment(device, backend: str, argv: list[str] | None) -> dict[str, Any]:
@@ -42,30 +45,25 @@ def environment(device, backend: str, argv: list[str] | None) -> dict[str, Any]:
     }
 
 
+def pick_device(name: str):
+    """train.device (auto | cpu | cuda) -> the torch.device a run trains on."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda was asked for but no CUDA device is available; valid here: auto, cpu")
+    return torch.device(name)
+
+
 def device_name(device) -> str:
     """The GPU's name for a CUDA device; the CPU's model name otherwise."""
     if device.type == "cuda":
         import torch
 
         return torch.cuda.get_device_name(device)
-    model = _cpuinfo_line("model name")
+    model = cpuinfo_line("model name")
     return model.split(":", 1)[1].strip() if model else platform.processor() or platform.machine()
-
-
-def cpu_model() -> str:
-    """The CPU's model name and feature flags, as /proc/cpuinfo writes them (virtual machines often share
-    one generic model name, so the flags tell their CPUs apart); `platform.processor()` elsewhere."""
-    model, flags = _cpuinfo_line("model name"), _cpuinfo_line("flags")
-    return f"{model}\n{flags}" if model or flags else platform.processor()
-
-
-def _cpuinfo_line(key: str) -> str:
-    """The first line of /proc/cpuinfo that starts with `key` (Linux); "" elsewhere or when unreadable."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((line for line in lines if line.startswith(key)), "")
 
 
 def git_dirty(cwd: Path) -> bool | None:

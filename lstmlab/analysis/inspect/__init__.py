@@ -2,9 +2,8 @@
 
     inspect_run(path)              -> one run's object (its best weights, or its latest checkpoint)
     inspect_runs(paths, by=...)    -> runs grouped by config keys, each group summarised
-    summarize(trace)               -> the numbers of one batch (also what diagnostics.csv rows are made of)
 
-The gradient flow comes from `lstmlab.gradflow.trace` (per-step forward, hand-written backward through
+The gradient flow comes from `lstmlab.models.gradflow.trace` (per-step forward, hand-written backward through
 time, float64 on copies of the run's weights). What the numbers are:
 
 - `grad_h[t]` for each layer: the mean over the batch's sequences b of ‖∂(B·L)/∂h_{t,b}‖₂, where L is the
@@ -31,79 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.errors import UserError
-from lstmlab.runs import RunFolder, find_runs
+from lstmlab.models.gradflow import first_to_last, summarize
+from lstmlab.run.folder import RunFolder, find_runs
 
 SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
 WEIGHTS = ("auto", "best", "latest")  # auto: best for a completed run, else the latest checkpoint
-SIGMOID_SATURATED = 0.05  # σ < 0.05 or σ > 0.95
-TANH_SATURATED = 0.95  # |tanh| > 0.95
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
-HISTOGRAM_BINS = 20
-TANH_GATES = {"g", "n"}  # LSTM's cell candidate and GRU's candidate; every other gate is a sigmoid
-
-
-# -- the numbers of one batch --------------------------------------------------------------------------
-
-
-def summarize(trace) -> dict[str, Any]:
-    """One batch's gradient flow and gate statistics (the JSON contract's `layers` and `grad_x`)."""
-    layers = []
-    for index, layer in enumerate(trace.layers):
-        grad_h = step_norms(layer.dh)
-        grad_c = step_norms(layer.dc) if layer.dc is not None else None
-        entry: dict[str, Any] = {
-            "layer": index,
-            "grad_h": grad_h,
-            "grad_c": grad_c,
-            "grad_h_first_to_last": first_to_last(grad_h),
-            "grad_c_first_to_last": first_to_last(grad_c) if grad_c is not None else None,
-            "gates": {name: gate_stats(name, values) for name, values in layer.gates.items()},
-            "c_abs_mean": layer.c.abs().mean(dim=(1, 2)).tolist() if layer.c is not None else None,
-            "h_abs_mean": layer.h.abs().mean(dim=(1, 2)).tolist(),
-        }
-        if trace.kind == "rnn":
-            entry["activation"] = activation_stats(layer.h, trace.nonlinearity)
-        layers.append(entry)
-    grad_x = step_norms(trace.dx)
-    return {"loss": trace.loss, "layers": layers, "grad_x": grad_x, "grad_x_first_to_last": first_to_last(grad_x)}
-
-
-def step_norms(grad) -> list[float]:
-    """(T, B, N) gradients of the batch-mean loss -> per step, the mean over b of ‖B · grad[t, b]‖₂."""
-    batch = grad.shape[1]
-    return (grad * batch).norm(dim=-1).mean(dim=1).tolist()
-
-
-def first_to_last(values: list[float]) -> float | None:
-    return values[0] / values[-1] if values[-1] != 0 else None
-
-
-def gate_stats(name: str, values) -> dict[str, Any]:
-    """Mean, saturated fraction, quantiles and a histogram of one gate over every step, sequence and unit."""
-    import numpy as np
-    import torch
-
-    flat = values.detach().reshape(-1)
-    if name in TANH_GATES:
-        saturated, low, high = flat.abs() > TANH_SATURATED, -1.0, 1.0
-    else:
-        saturated, low, high = (flat < SIGMOID_SATURATED) | (flat > 1 - SIGMOID_SATURATED), 0.0, 1.0
-    counts = torch.histc(flat, bins=HISTOGRAM_BINS, min=low, max=high)
-    quantiles = np.quantile(flat.cpu().numpy(), QUANTILES)  # numpy: torch.quantile caps its input size
-    return {
-        "mean": flat.mean().item(),
-        "saturated": saturated.to(flat.dtype).mean().item(),
-        "quantiles": {f"{q:g}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)},
-        "histogram": {"edges": torch.linspace(low, high, HISTOGRAM_BINS + 1).tolist(),
-                      "fraction": (counts / flat.numel()).tolist()},
-    }
-
-
-def activation_stats(h, nonlinearity: str) -> dict[str, Any]:
-    """An RNN layer's h_t: saturated means |h| > 0.95 (tanh, where tanh' < 0.1) or h = 0 (relu, where relu' = 0)."""
-    saturated = h.abs() > TANH_SATURATED if nonlinearity == "tanh" else h == 0
-    return {"nonlinearity": nonlinearity, "mean": h.mean().item(),
-            "saturated": saturated.to(h.dtype).mean().item()}
 
 
 # -- one run folder ------------------------------------------------------------------------------------
@@ -120,7 +51,7 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, wei
     """
     import torch
 
-    from lstmlab.gradflow import trace
+    from lstmlab.models.gradflow import trace
     from lstmlab.models.sequence import LSTM_TYPES, build_model
     from lstmlab.tasks import make_task
     from lstmlab.tasks.datasets import load as load_dataset
@@ -225,7 +156,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     `layers` and `grad_x` are its runs' curves combined step by step (geometric mean of the gradient
     norms, mean of the gate statistics), so groups plot and read like runs.
     """
-    from lstmlab.compare import check_keys, dotted, hashable, order
+    from lstmlab.analysis.compare import check_keys, dotted, hashable, order
 
     check_options(split, batch, weights)
     by = tuple(by) or ("model.layers",)

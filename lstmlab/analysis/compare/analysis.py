@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lstmlab import stats
-from lstmlab.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
-from lstmlab.compare.tune import Tuning, tune
+from lstmlab.analysis.compare import stats
+from lstmlab.analysis.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
+from lstmlab.analysis.compare.tune import Tuning, tune
 from lstmlab.errors import UserError
 
 EQUAL_PARAMS_TOLERANCE = 0.05  # groups whose mean parameter counts differ by more are flagged in the verdict

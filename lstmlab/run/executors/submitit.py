@@ -25,7 +25,7 @@ import submitit
 from submitit.core.utils import UncompletedJobError
 
 from lstmlab.errors import UserError
-from lstmlab.executors import Finished, Interrupted, call_unit, finished
+from lstmlab.run.executors import Finished, Interrupted, call_unit, finished
 
 # our option -> submitit's AutoExecutor parameter
 PARAMETERS = {"time": "timeout_min", "cpus_per_task": "cpus_per_task", "mem_gb": "mem_gb",

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from lstmlab.errors import UserError
 
 if TYPE_CHECKING:
-    from lstmlab.compare import Comparison, Group
+    from lstmlab.analysis.compare import Comparison, Group
 
 SUFFIXES = (".png", ".svg", ".pdf")
 HUES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")  # one colour map per value of the other --by keys
@@ -126,7 +126,7 @@ def _stratum(comparison: Comparison, group: Group) -> tuple:
 
 def plot_order(comparison: Comparison) -> list[Group]:
     """Groups by the values of the other --by keys first, then along the first key: each stratum side by side."""
-    from lstmlab.compare.read import order
+    from lstmlab.analysis.compare.read import order
 
     axis, others = comparison.by[0], comparison.by[1:]
     return sorted(comparison.groups, key=lambda g: (tuple(order(g.key[k]) for k in others), order(g.key[axis])))

@@ -1,7 +1,7 @@
 """Where a sweep's units of work run: here (`local`, the default), on a Slurm cluster through submitit, or
 on a Ray cluster.
 
-`local` is the sweep's own loop (lstmlab.sweep: one unit after another in this process, or `--jobs N`
+`local` is the sweep's own loop (lstmlab.run.sweep: one unit after another in this process, or `--jobs N`
 worker processes). The cluster executors take over that second step of a sweep: a unit is whatever the
 sweep hands over (a pack of runs trained together, or one run); an executor calls `unit_fn(unit)` for each,
 somewhere, and streams back a `Finished` as each one ends, in the order they end. A unit whose call raises,
@@ -60,7 +60,7 @@ class Option:
 # Each executor: the module that implements it, the extra that installs its library, and its options.
 @dataclass(frozen=True)
 class Spec:
-    module: str | None  # None: the sweep's own loop (lstmlab.sweep.execute)
+    module: str | None  # None: the sweep's own loop (lstmlab.run.sweep.execute)
     library: str | None
     extra: str | None
     options: dict[str, Option] = field(default_factory=dict)
@@ -99,8 +99,8 @@ LOCAL_OPTIONS: dict[str, Option] = {}
 
 EXECUTORS: dict[str, Spec] = {
     "local": Spec(None, None, None, LOCAL_OPTIONS),
-    "submitit": Spec("lstmlab.executors.submitit", "submitit", "slurm", SUBMITIT_OPTIONS),
-    "ray": Spec("lstmlab.executors.ray", "ray", "ray", RAY_OPTIONS),
+    "submitit": Spec("lstmlab.run.executors.submitit", "submitit", "slurm", SUBMITIT_OPTIONS),
+    "ray": Spec("lstmlab.run.executors.ray", "ray", "ray", RAY_OPTIONS),
 }
 
 

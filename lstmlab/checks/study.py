@@ -3,7 +3,7 @@
 `lstmlab bench --study CONFIG [--jobs N]` trains every run of CONFIG's sweep three ways, from scratch,
 in fresh run folders under a temporary directory:
 
-    packed            --pack auto (or --pack K, several)  the packs of lstmlab.packing, in one process
+    packed            --pack auto (or --pack K, several)  the packs of lstmlab.run.packing, in one process
     packed --jobs N   the same in N worker processes      (auto sizes the packs to keep N workers busy)
     unpacked          --pack 1 --jobs N                   one run per worker process, N at a time
     lstm unpacked     --pack 1 --jobs N, model.type=lstm  torch.nn.LSTM at the same parameter budget
@@ -60,8 +60,9 @@ def warm_up(cfg: ExperimentConfig, data_dir: str | Path) -> None:
     import torch
 
     from lstmlab import kernels
-    from lstmlab.sweep import generate_datasets
-    from lstmlab.train import pick_backend, pick_device
+    from lstmlab.run.env import pick_device
+    from lstmlab.run.sweep import generate_datasets
+    from lstmlab.run.train import pick_backend
 
     points = list(cfg.runs())
     generate_datasets(points, data_dir, log=lambda _: None)
@@ -86,7 +87,7 @@ def bench_study(
 
     Row keys: variant, model_type, pack, jobs, runs, wall_s (median), times_s, runs_per_min, vs_unpacked.
     """
-    from lstmlab.sweep import run_sweep
+    from lstmlab.run.sweep import run_sweep
 
     if reps < 1:
         raise ValueError("reps must be at least 1")

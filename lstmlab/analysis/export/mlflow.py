@@ -33,8 +33,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lstmlab.analysis.export import RunRecord, as_text, flatten, folder_started, read_run, run_folders, scalars
 from lstmlab.errors import UserError
-from lstmlab.export import RunRecord, as_text, flatten, folder_started, read_run, run_folders, scalars
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FOLDER_TAG, FOLDER_KEY_TAG = "lstmlab.folder", "lstmlab.folder_key"

@@ -42,8 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from lstmlab import kernels
-from lstmlab.env import device_name
 from lstmlab.errors import BadValue
+from lstmlab.run.env import device_name
 
 Shape = tuple[int, int, int, int]  # (T, B, I, H)
 

@@ -8,13 +8,13 @@ Three jobs, one module each:
     analysis.py  records -> groups (summarised once), steps between neighbouring groups, verdicts in words
     tune.py      within a group, the --tune value with the best mean validation metric
     render.py    a Comparison as a table, Markdown, CSV or the JSON object of DESIGN.md's contract
-The plot (lstmlab.plot) draws a Comparison; the CLI calls it directly.
+The plot (lstmlab.analysis.compare.plot) draws a Comparison; the CLI calls it directly.
 
 Runs that cannot be compared (unfinished, failed, another task, unreadable files) are listed with the
 reason, never dropped silently. Run folders of earlier versions are read as far as their fields allow.
 """
 
-from lstmlab.compare.analysis import (
+from lstmlab.analysis.compare.analysis import (
     Comparison,
     Group,
     Skipped,
@@ -25,8 +25,8 @@ from lstmlab.compare.analysis import (
     fmt_signed,
     step_label,
 )
-from lstmlab.compare.read import dotted, hashable, order
-from lstmlab.compare.render import FORMATS, finite, header_line, json_object, render
+from lstmlab.analysis.compare.read import dotted, hashable, order
+from lstmlab.analysis.compare.render import FORMATS, finite, header_line, json_object, render
 
 __all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "check_keys", "compare_runs", "dotted", "finite",
            "fmt", "fmt_signed", "hashable", "header_line", "json_object", "order", "render", "step_label"]

@@ -7,9 +7,6 @@ dotted keys (`model.layers`), and every metrics.csv row as one scalar per numeri
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +14,7 @@ from typing import Any
 import yaml
 
 from lstmlab.errors import UserError
-from lstmlab.runs import RunFolder
-
-NOT_SCALARS = ("step", "split")  # metrics.csv columns that place a row rather than measure something
+from lstmlab.run.folder import NOT_SCALARS, RunFolder, as_text, flatten, scalars  # noqa: F401 (the exporters' names)
 
 
 @dataclass
@@ -59,40 +54,6 @@ def read_run(folder: RunFolder) -> RunRecord:
     return RunRecord(folder, config, summary if isinstance(summary, dict) else {}, env, rows)
 
 
-def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"model": {"layers": 2}} -> {"model.layers": 2}; lists stay values (`task.text`)."""
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def as_text(value: Any) -> str:
-    """A config value as YAML would write it inline: null, true, 0.001, [a, b]."""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value)
-
-
-def scalars(rows: list[dict[str, Any]]) -> Iterator[tuple[str, int, float]]:
-    """(tag, step, value) for every numeric cell of metrics.csv rows; tags are `<split>/<column>`."""
-    for row in rows:
-        step, split = row.get("step"), row.get("split")
-        if not isinstance(step, int) or not isinstance(split, str):
-            continue
-        for column, value in row.items():
-            if column in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue
-            yield f"{split}/{column}", step, float(value)
-
-
-def finite_or_none(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def folder_started(record: RunRecord) -> float | None:
     """Seconds since the epoch when the run started, as far as its files tell: metrics.csv's last write
     minus the elapsed time of its last row. None without rows."""
@@ -104,7 +65,7 @@ def folder_started(record: RunRecord) -> float | None:
 
 
 def run_folders(paths: list[Path]) -> list[RunFolder]:
-    from lstmlab.runs import find_runs
+    from lstmlab.run.folder import find_runs
 
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:

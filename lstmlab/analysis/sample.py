@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmlab.errors import UserError
-from lstmlab.runs import RunFolder
+from lstmlab.run.folder import RunFolder
 
 
 @dataclass

@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from lstmlab.compare.analysis import Comparison, Group, fmt
+from lstmlab.analysis.compare.analysis import Comparison, Group, fmt
 from lstmlab.errors import UserError
 
 FORMATS = ("table", "markdown", "csv", "json")
