@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from scalar_tags import assert_each_quantity_once, expected_tags
 from typer.testing import CliRunner
 
 from lstmlab.analysis.export import flatten
@@ -58,9 +59,9 @@ def test_one_run_per_folder_with_params_metrics_tags_and_files(tiny_study, store
         assert run.info.status == "FINISHED"
         expected = {k: v if isinstance(v, str) else json.dumps(v) for k, v in flatten(config).items()}
         assert run.data.params == {**expected, "n_params": str(summary["params"])}
-        keys = {f"{r['split']}/{c}" for r in rows for c, v in r.items()
-                if c not in ("step", "split") and isinstance(v, (int, float))}
+        keys = expected_tags(rows)  # each quantity once: train/lr, never val/lr or test/elapsed_s
         assert set(run.data.metrics) == keys
+        assert_each_quantity_once(keys)
         for key in keys:
             split, column = key.split("/")
             from_csv = sorted((r["step"], float(r[column])) for r in rows

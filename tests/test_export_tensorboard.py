@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import yaml
+from scalar_tags import assert_each_quantity_once, expected_tags
 from typer.testing import CliRunner
 
 from lstmlab.analysis.export import flatten
@@ -53,9 +54,8 @@ def test_every_scalar_equals_its_metrics_csv_cell(tiny_study, exported):
         rows = folder.metrics()
         events = read_events(exported / "tiny" / folder.path.name)
         tags = events.Tags()["scalars"]
-        expected = {f"{r['split']}/{c}" for r in rows for c, v in r.items()
-                    if c not in ("step", "split") and isinstance(v, (int, float))}
-        assert set(tags) == expected and {"val/mse", "train/loss", "test/mse", "train/grad_norm"} <= expected
+        assert set(tags) == expected_tags(rows)
+        assert_each_quantity_once(tags)
         for tag in tags:
             assert scalar_series(events, tag) == csv_series(rows, tag), tag
 

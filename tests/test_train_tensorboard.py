@@ -11,6 +11,7 @@ import sys
 import pytest
 import yaml
 from conftest import TINY, write_config
+from scalar_tags import assert_each_quantity_once, expected_tags
 from test_export_tensorboard import csv_series, plugin_data_pb2, read_events, scalar_series
 from test_pack_training import run_lstmlab
 from typer.testing import CliRunner
@@ -41,8 +42,8 @@ def assert_mirrors_metrics_csv(logdir, runs) -> None:
         assert [r["split"] for r in rows].count("test") == 1
         events = read_events(logdir / "tiny" / folder.path.name)
         tags = events.Tags()["scalars"]
-        assert set(tags) == {f"{r['split']}/{c}" for r in rows for c, v in r.items()
-                             if c not in ("step", "split") and isinstance(v, (int, float))}
+        assert set(tags) == expected_tags(rows)
+        assert_each_quantity_once(tags)
         for tag in tags:
             assert scalar_series(events, tag) == csv_series(rows, tag), (folder.path.name, tag)
         assert len(list((logdir / "tiny" / folder.path.name).glob("events.out.tfevents.*"))) == 1

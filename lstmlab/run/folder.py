@@ -418,13 +418,23 @@ def as_text(value: Any) -> str:
     return json.dumps(value)
 
 
+# metrics.csv columns that describe the training at that step, not a split: every row of a step repeats them
+# (a test row carries the last lr and the clock at the end), so they are logged once, from the train rows
+PROGRESS = ("epoch", "lr", "grad_norm", "elapsed_s", "seq_per_s")
+
+
 def scalars(rows: list[dict[str, Any]]) -> Iterator[tuple[str, int, float]]:
-    """(tag, step, value) for every numeric cell of metrics.csv rows; tags are `<split>/<column>`."""
+    """(tag, step, value) for the numeric cells of metrics.csv rows, each quantity once, where it means
+    something: `<split>/<column>` for what is measured on a split (loss and the task's metric: `val/loss`,
+    `test/mse`), and `train/<column>` for the PROGRESS columns (`train/lr`, `train/grad_norm`,
+    `train/elapsed_s`), taken from the train rows only (never `val/lr` or `test/elapsed_s`)."""
     for row in rows:
         step, split = row.get("step"), row.get("split")
         if not isinstance(step, int) or not isinstance(split, str):
             continue
         for column, value in row.items():
             if column in NOT_SCALARS or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            if column in PROGRESS and split != "train":
                 continue
             yield f"{split}/{column}", step, float(value)

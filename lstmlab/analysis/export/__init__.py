@@ -1,8 +1,11 @@
 """Run folders out to where people already look: MLflow (`export.mlflow`) and TensorBoard (`export.tensorboard`).
 
 Both read run folders the same way (`read_run`) and name things the same way: the resolved config as
-dotted keys (`model.layers`), and every metrics.csv row as one scalar per numeric column, tagged
-`<split>/<column>` (`val/loss`, `train/mse`, `test/accuracy`) at the row's step.
+dotted keys (`model.layers`), and the numeric cells of metrics.csv as scalars at their row's step, each
+quantity once, where it means something (lstmlab.run.folder.scalars): what is measured on a split as
+`<split>/<column>` (`val/loss`, `train/mse`, `test/accuracy`), and what describes the training at that step
+(epoch, lr, grad_norm, elapsed_s, seq_per_s, repeated on every row of the step) as `train/<column>` only
+(`train/lr`; no `val/lr` or `test/elapsed_s`).
 """
 
 from __future__ import annotations
