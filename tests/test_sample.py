@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -97,3 +98,40 @@ def test_a_run_of_another_task_or_no_run_is_refused(tmp_path):
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     no_weights = runner.invoke(app, ["sample", str(run)])
     assert no_weights.exit_code == 2 and "has no checkpoint.pt" in no_weights.output
+
+
+def test_the_run_finds_its_dataset_without_data_dir(charlm_run, tmp_path, monkeypatch):
+    root, run = charlm_run
+    data = json.loads((run / "env.json").read_text())["data"]
+    summary = json.loads((run / "summary.json").read_text())
+    meta = json.loads((root / "data" / data["dataset"] / "meta.json").read_text())
+    assert data == {"dir": str((root / "data").resolve()), "dataset": summary["dataset"],
+                    "meta_sha256": meta["meta_sha256"]}
+    monkeypatch.chdir(tmp_path)  # no ./data here: only env.json can say where the dataset is
+    found = runner.invoke(app, ["sample", str(run), "--chars", "30", "--seed", "3"])
+    assert found.exit_code == 0, found.output
+    assert found.stdout == sample_cli(root, run, "--chars", "30", "--seed", "3").stdout
+
+    # a run folder without the record (an earlier version's) falls back to ./data, and says where it looked
+    old = tmp_path / "old" / "L2-lstm-s0"
+    shutil.copytree(run, old)
+    env = json.loads((old / "env.json").read_text())
+    del env["data"]
+    (old / "env.json").write_text(json.dumps(env))
+    lost = runner.invoke(app, ["sample", str(old), "--chars", "5"])
+    assert lost.exit_code == 2 and "Traceback" not in lost.output
+    assert f"({data['dataset']}) is in none of data;" in lost.output and "--data-dir" in lost.output
+    shutil.copytree(root / "data", tmp_path / "data")
+    fallback = runner.invoke(app, ["sample", str(old), "--chars", "30", "--seed", "3"])
+    assert fallback.exit_code == 0 and fallback.stdout == found.stdout
+
+    # a recorded data dir that is gone: ./data still serves; with neither, both places are named
+    moved = tmp_path / "moved" / "L2-lstm-s0"
+    shutil.copytree(run, moved)
+    env = json.loads((moved / "env.json").read_text())
+    env["data"]["dir"] = str(tmp_path / "gone")
+    (moved / "env.json").write_text(json.dumps(env))
+    assert runner.invoke(app, ["sample", str(moved), "--chars", "30", "--seed", "3"]).stdout == found.stdout
+    shutil.rmtree(tmp_path / "data")
+    neither = runner.invoke(app, ["sample", str(moved), "--chars", "5"])
+    assert neither.exit_code == 2 and f"is in none of {tmp_path / 'gone'}, data;" in neither.output

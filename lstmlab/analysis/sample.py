@@ -10,7 +10,9 @@ it in turn, carrying its recurrent state (as pytorch/examples word_language_mode
 temperature → 0 approaches always taking the most likely character (0 is exactly that); 1 samples the
 model's own distribution; above 1 flattens it. <unk> (id 0, characters the training text never had) is
 never drawn. The weights are the run's best by validation (the ones its test metric was measured with),
-from checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json under --data-dir.
+from checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json. The dataset is found where
+the run says it was trained from (env.json's `data.dir`, written by train) unless --data-dir is given; a
+run folder without that record, or whose data dir is gone, falls back to ./data.
 """
 
 from __future__ import annotations
@@ -31,8 +33,34 @@ class Sample:
     unknown: str  # characters of the prime outside the run's alphabet (read as <unk>)
 
 
-def load_run(path: str | Path, data_dir: str | Path):
-    """(resolved config, vocabulary, model with the run's best weights) of a charlm run folder."""
+DEFAULT_DATA_DIR = Path("data")
+
+
+def find_data_dir(run: RunFolder, task_cfg, data_dir: str | Path | None) -> Path:
+    """The data dir to read a run's dataset from: `data_dir` when given; else the one its env.json records
+    (`data.dir`) if the dataset is still there; else ./data. UserError naming the places looked in when the
+    dataset is in none of them."""
+    from lstmlab.tasks.datasets import dataset_dir
+
+    if data_dir is not None:
+        return Path(data_dir)
+    try:
+        recorded = ((run.env() or {}).get("data") or {}).get("dir")
+    except (UserError, AttributeError):  # an unreadable or hand-edited env.json: look in the default place
+        recorded = None
+    places = [Path(recorded)] if isinstance(recorded, str) and recorded else []
+    places.append(DEFAULT_DATA_DIR)
+    for place in places:
+        if dataset_dir(task_cfg, place).exists():
+            return place
+    name = dataset_dir(task_cfg, DEFAULT_DATA_DIR).name
+    raise UserError(f"the dataset of {run.path} ({name}) is in none of {', '.join(map(str, places))}; pass "
+                    f"--data-dir DIR, or make it again with `lstmlab generate-data {run.path / 'config.yaml'}`")
+
+
+def load_run(path: str | Path, data_dir: str | Path | None = None):
+    """(resolved config, vocabulary, model with the run's best weights, their step) of a charlm run folder;
+    `data_dir` None: where the run's dataset was trained from (find_data_dir)."""
     import torch
 
     from lstmlab.config import validate
@@ -47,7 +75,7 @@ def load_run(path: str | Path, data_dir: str | Path):
         raise UserError(f"{run.path} is a run of task {cfg.task.name}; lstmlab sample writes text from charlm runs")
     if not run.has_checkpoint():
         raise UserError(f"{run.path} has no checkpoint.pt: the run never reached its first evaluation")
-    dataset = load(cfg.task, data_dir, generate_missing=False)
+    dataset = load(cfg.task, find_data_dir(run, cfg.task, data_dir), generate_missing=False)
     vocab = dataset.meta["info"]["vocab"]
     ckpt = run.load_checkpoint(map_location="cpu")
     best = ckpt.get("best") or {}
@@ -63,7 +91,7 @@ def load_run(path: str | Path, data_dir: str | Path):
 
 
 def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0, prime: str = "\n",
-                seed: int | None = None, data_dir: str | Path = "data") -> Sample:
+                seed: int | None = None, data_dir: str | Path | None = None) -> Sample:
     import torch
 
     from lstmlab.tasks.charlm import encode

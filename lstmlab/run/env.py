@@ -45,6 +45,14 @@ def environment(device, backend: str, argv: list[str] | None) -> dict[str, Any]:
     }
 
 
+def data_source(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """Where a run's dataset came from, for env.json's `data`: the data dir (absolute), the dataset's folder
+    name in it and the sha256 of its meta.json's content (which holds every file's sha256), so that
+    `lstmlab sample` finds the data without --data-dir and can tell the same dataset from a remade one."""
+    return {"dir": str(Path(folder).resolve().parent), "dataset": Path(folder).name,
+            "meta_sha256": meta.get("meta_sha256")}
+
+
 def pick_device(name: str):
     """train.device (auto | cpu | cuda) -> the torch.device a run trains on."""
     import torch

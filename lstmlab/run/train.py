@@ -36,7 +36,7 @@ from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
 from lstmlab.run.diagnostics import Diagnostics, check_traceable
-from lstmlab.run.env import environment, pick_device
+from lstmlab.run.env import data_source, environment, pick_device
 from lstmlab.run.folder import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks, run_name
 from lstmlab.run.packing import pack_key
 from lstmlab.run.progress import pack_progress
@@ -348,7 +348,8 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task
     names = [m.name for m in members]
     for member in members:
         member.run.write_config(member.cfg.dump_yaml())
-        member.run.write_env({**environment(device, backend, argv), "pack": {"size": len(members), "members": names}})
+        member.run.write_env({**environment(device, backend, argv), "pack": {"size": len(members), "members": names},
+                              "data": data_source(dataset.folder, dataset.meta)})
         member.run.write_summary(member.summary)
         member.columns = member.run.metrics_columns()
     splits = {split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()}
