@@ -287,6 +287,28 @@ def compare(
 
 @app.command(rich_help_panel="Analysis")
 @user_errors
+def runs(
+    paths: Annotated[list[Path] | None, typer.Argument(metavar="[PATH]...", help="A runs folder, an experiment "
+                                                       "folder or run folders. Default: runs.", show_default=False)
+                     ] = None,
+    format_: Annotated[str, typer.Option("--format", help="table | json (a list of objects, one per run).",
+                                         rich_help_panel=OUTPUT_PANEL)] = "table",
+) -> None:
+    """List run folders, one line each by experiment: status, step reached, best validation and test metric.
+
+    A run whose summary says running but whose lock no live process holds shows as stale (killed, or its
+    machine went down): `lstmlab train` with its config resumes it. Nothing is written or locked.
+    """
+    from lstmlab.analysis.runs import FORMATS, list_runs, render
+    from lstmlab.errors import UserError
+
+    if format_ not in FORMATS:
+        raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
+    sys.stdout.write(render(list_runs(paths or [Path("runs")]), format_) + "\n")
+
+
+@app.command(rich_help_panel="Analysis")
+@user_errors
 def inspect(
     paths: Annotated[list[Path], typer.Argument(help="A run folder, or folders above run folders.",
                                                 show_default=False)],
@@ -350,7 +372,9 @@ def sample(
                                        show_default="a newline")] = "\n",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the draws: the same seed gives the same "
                                                 "text. Default: a fresh one.", show_default=False)] = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: Annotated[Path | None, typer.Option(help="Where the run's dataset is. Default: the data dir the "
+                                                  "run was trained from (its env.json), else data.",
+                                                  show_default=False, rich_help_panel=OUTPUT_PANEL)] = None,
 ) -> None:
     """Print text written by a trained charlm run's best weights, to read what a depth has learned."""
     from lstmlab.analysis.sample import sample_text
