@@ -115,6 +115,11 @@ def train(
         typer.Option("--sweep", metavar="KEY=V1,V2", help="Sweep a key over values (replaces the config's axis).",
                      rich_help_panel=CONFIG_PANEL),
     ] = None,
+    seeds: Annotated[
+        int | None,
+        typer.Option("--seeds", metavar="N", show_default=False, rich_help_panel=CONFIG_PANEL,
+                     help="Seeds 0..N-1: the same as --sweep train.seed=0,1,...,N-1 (replaces the config's seed axis).")
+    ] = None,
     runs_dir: RunsDir = Path("runs"),
     data_dir: DataDir = Path("data"),
     print_config: Annotated[
@@ -162,11 +167,12 @@ def train(
 
     Unfinished runs resume from their checkpoints; completed ones are skipped.
     """
-    from lstmlab.config import ignored_keys, load_config
+    from lstmlab.config import ignored_keys, load_config, seed_sweep
     from lstmlab.run.packing import parse_pack
 
     pack_size = parse_pack(pack)
-    cfg = load_config(config, set_ or [], sweep or [])
+    sweep = [*(sweep or []), *seed_sweep(seeds, sweep or [], set_ or [])]
+    cfg = load_config(config, set_ or [], sweep)
     console = _console()
     for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
         _console(stderr=True).print(f"note: {note}", markup=False)

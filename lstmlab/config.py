@@ -131,8 +131,26 @@ class ExperimentConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training recipe (keys below).")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
-        description="Dotted key -> list of values; one run per point of the cartesian product.",
+        description="Dotted key -> list of values; one run per point of the cartesian product. {range: N} "
+        "stands for the list 0, 1, ..., N-1 (train.seed: {range: 10} is ten seeds).",
     )
+
+    @field_validator("sweep", mode="before")
+    @classmethod
+    def _ranges(cls, sweep: Any) -> Any:
+        """An axis written {range: N} is [0, 1, ..., N-1]: `train.seed: {range: 10}` sweeps ten seeds."""
+        if not isinstance(sweep, dict):
+            return sweep
+        expanded = {}
+        for key, values in sweep.items():
+            if isinstance(values, dict):
+                n = values.get("range")
+                if set(values) != {"range"} or not isinstance(n, int) or isinstance(n, bool) or n < 1:
+                    raise ValueError(f"axis {key}: a mapping here must be {{range: N}} with N a whole number ≥ 1 "
+                                     f"(the values 0..N-1), got {values!r}; or give a list of values")
+                values = list(range(n))
+            expanded[key] = values
+        return expanded
 
     @field_validator("experiment")
     @classmethod
@@ -343,6 +361,21 @@ def load_config(
     """Read a YAML config, apply overrides, validate. Raises ConfigError naming the key and what is valid."""
     raw = apply_overrides(read_yaml(path), overrides, sweeps)
     return validate(raw, source=str(path), origins=flag_origins(overrides, sweeps))
+
+
+def seed_sweep(seeds: int | None, sweeps: list[str] | tuple[str, ...] = (),
+               overrides: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """`train --seeds N` as the `--sweep` it stands for: ["train.seed=0,1,...,N-1"] ([] when None).
+    ConfigError when N < 1 or another flag sets the seeds too."""
+    if seeds is None:
+        return []
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: give the number of seeds, N ≥ 1 (seeds 0..N-1)")
+    clash = [f"--sweep {t}" for t in sweeps if parse_assignment(t, "--sweep")[0] == "train.seed"]
+    clash += [f"--set {t}" for t in overrides if parse_assignment(t, "--set")[0] == "train.seed"]
+    if clash:
+        raise ConfigError(f"--seeds {seeds} and {clash[0]} both set train.seed; give one of them")
+    return [f"train.seed={','.join(map(str, range(seeds)))}"]
 
 
 def flag_origins(overrides: tuple[str, ...] | list[str] = (), sweeps: tuple[str, ...] | list[str] = ()) -> dict:
