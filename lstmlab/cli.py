@@ -162,6 +162,11 @@ def train(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No progress bars.", rich_help_panel=OUTPUT_PANEL)
     ] = False,
+    allow_mixed_configs: Annotated[
+        bool, typer.Option("--allow-mixed-configs", rich_help_panel=OUTPUT_PANEL,
+                           help="Train into an experiment folder whose runs have another config (keys other than "
+                           "sweep axes differ). Without it such a command is refused before anything trains.")
+    ] = False,
 ) -> None:
     """Train every run of CONFIG's sweep (one run folder each), then print the comparison.
 
@@ -192,7 +197,10 @@ def train(
         return
 
     from lstmlab.files import make_folder
+    from lstmlab.run.identity import check_experiment
     from lstmlab.run.sweep import exit_code, run_sweep
+
+    check_experiment(cfg, runs_dir, allow_mixed=allow_mixed_configs, restart=restart)  # one config per folder
 
     if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
         from lstmlab.analysis.export.tensorboard import summary_writer
