@@ -460,6 +460,8 @@ def export_tensorboard(
                   markup=False)
     for path, reason in done.skipped:
         console.print(f"  not in a group: {path}: {reason}", markup=False)
+    for warning in done.warnings:
+        _console(stderr=True).print(warning, markup=False)
 
 
 @app.command(rich_help_panel="Checks")

@@ -23,10 +23,20 @@ from lstmlab.analysis.compare.analysis import (
     compare_runs,
     fmt,
     fmt_signed,
+    mixed_keys,
     step_label,
 )
 from lstmlab.analysis.compare.read import dotted, hashable, order
-from lstmlab.analysis.compare.render import FORMATS, finite, header_line, json_object, render
+from lstmlab.analysis.compare.render import (
+    FORMATS,
+    comparison_warning,
+    finite,
+    header_line,
+    json_object,
+    pooling_warning,
+    render,
+)
 
-__all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "check_keys", "compare_runs", "dotted", "finite",
-           "fmt", "fmt_signed", "hashable", "header_line", "json_object", "order", "render", "step_label"]
+__all__ = ["FORMATS", "Comparison", "Group", "Skipped", "Step", "check_keys", "compare_runs", "comparison_warning",
+           "dotted", "finite", "fmt", "fmt_signed", "hashable", "header_line", "json_object", "mixed_keys", "order",
+           "pooling_warning", "render", "step_label"]

@@ -90,9 +90,15 @@ class Group:
 
     def mixed(self, pooled: set[str] = POOLED_KEYS) -> list[str]:
         """Config keys, other than the pooled ones (seed, tuned keys), whose values differ between this group's runs."""
-        keys = set().union(*(r.flat for r in self.runs)) - pooled
-        missing = object()
-        return sorted(k for k in keys if len({r.flat.get(k, missing) for r in self.runs}) > 1)
+        return mixed_keys([r.flat for r in self.runs], pooled)
+
+
+def mixed_keys(flats: list[dict[str, Any]], pooled: set[str] = POOLED_KEYS) -> list[str]:
+    """Config keys, other than the pooled ones, whose values differ between runs given as flat configs (dotted
+    keys, hashable values: lstmlab.analysis.compare.read.flatten). compare, inspect and the exports share it."""
+    keys = set().union(*flats) - pooled
+    missing = object()
+    return sorted(k for k in keys if len({flat.get(k, missing) for flat in flats}) > 1)
 
 
 @dataclass

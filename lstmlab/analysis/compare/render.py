@@ -158,17 +158,29 @@ def _notes(c: Comparison) -> list[str]:
     if any(g.n == 1 for g in c.groups):
         notes.append("n=1 groups have no std or interval: one seed cannot show the spread between seeds.")
     notes += _tuning_notes(c)
-    mixed = sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())})
-    if mixed:
-        advice = (f"add --by {' --by '.join(mixed)} to separate them" if len(mixed) <= 3
-                  else "compare those experiments separately, or add --by for the keys that matter")
-        notes.append(f"warning: groups pool runs whose configs differ in {', '.join(mixed)}, not only in the seed; "
-                     f"{advice}.")
+    warning = pooling_warning(sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())}))
+    if warning:
+        notes.append(warning)
     for g in c.groups:
         if g.repeated_seeds():
             notes.append(f"warning: group {_where(g)} holds several runs of seed(s) {g.repeated_seeds()}: repeats of "
                          "one seed are not independent samples, so its spread and interval understate seed noise.")
     return notes
+
+
+def pooling_warning(mixed: list[str]) -> str | None:
+    """The warning for groups that pool runs whose configs differ in the keys `mixed` (mixed_keys), or None:
+    compare's, given the same way by every command that groups runs (inspect, export tensorboard)."""
+    if not mixed:
+        return None
+    advice = (f"add --by {' --by '.join(mixed)} to separate them" if len(mixed) <= 3
+              else "compare those experiments separately, or add --by for the keys that matter")
+    return f"warning: groups pool runs whose configs differ in {', '.join(mixed)}, not only in the seed; {advice}."
+
+
+def comparison_warning(c: Comparison) -> str | None:
+    """pooling_warning for a Comparison's groups (the exports group runs through compare)."""
+    return pooling_warning(sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())}))
 
 
 def _where(group: Group) -> str:

@@ -43,15 +43,17 @@ class Exported:
     runs: list[str] = field(default_factory=list)  # TensorBoard run names written
     groups: list[str] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # run folders not in any group, and why
+    warnings: list[str] = field(default_factory=list)  # compare's: groups that pool runs of different configs
 
 
 def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...] = ("model.layers",)) -> Exported:
     """Every run folder under `paths` as a TensorBoard run, and mean/min/max runs per group of completed runs."""
-    from lstmlab.analysis.compare import compare_runs
+    from lstmlab.analysis.compare import compare_runs, comparison_warning
 
     folders = run_folders(paths)
     comparison = compare_runs(paths, by=by)  # checks --by before anything is written
     done = Exported(Path(logdir), skipped=[(s.path, s.reason) for s in comparison.skipped])
+    done.warnings = [w for w in [comparison_warning(comparison)] if w]
     with TensorBoardLog(logdir, replace=True) as log:
         for folder in folders:
             record = read_run(folder)

@@ -156,7 +156,8 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     `layers` and `grad_x` are its runs' curves combined step by step (geometric mean of the gradient
     norms, mean of the gate statistics), so groups plot and read like runs.
     """
-    from lstmlab.analysis.compare import check_keys, dotted, hashable, order
+    from lstmlab.analysis.compare import check_keys, dotted, hashable, mixed_keys, order, pooling_warning
+    from lstmlab.analysis.compare.read import flatten
 
     check_options(split, batch, weights)
     by = tuple(by) or ("model.layers",)
@@ -173,6 +174,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     check_keys(by, list(configs.values()))  # a --by key no run has: exit 2 with the valid keys
 
     grouped: dict[tuple, list[dict]] = {}
+    flats: dict[tuple, list[dict]] = {}  # each group's configs, for compare's warning on pooled configs
     for path, config in configs.items():
         found = [dotted(config, k) for k in by]
         if not all(ok for ok, _ in found):
@@ -184,12 +186,17 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
             skipped.append({"path": str(path), "reason": str(e)})
             continue
         grouped.setdefault(tuple(hashable(value) for _, value in found), []).append(run)
+        flats.setdefault(tuple(hashable(value) for _, value in found), []).append(flatten(config))
     groups = []
     for key in sorted(grouped, key=lambda k: tuple(order(v) for v in k)):
         runs = grouped[key]
         groups.append({"key": dict(zip(by, key, strict=True)), "n": len(runs), **combine(runs), "runs": runs})
     skipped.sort(key=lambda s: s["path"])
-    return {"by": list(by), "split": split, "batch": batch, "groups": groups, "skipped": skipped}
+    warning = pooling_warning(sorted({k for group in flats.values() for k in mixed_keys(group)}))
+    if warning:
+        log(warning)
+    return {"by": list(by), "split": split, "batch": batch, "groups": groups, "skipped": skipped,
+            "warnings": [warning] if warning else []}
 
 
 def combine(runs: list[dict]) -> dict[str, Any]:
