@@ -427,7 +427,8 @@ def export_mlflow(
     """One MLflow run per run folder: config as params, every metrics.csv row as metrics, tags, small files.
 
     Exporting again updates the same MLflow runs (new points only), never duplicates them.
-    Needs the \\[mlflow] extra; see the runs with `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
+    Needs the \\[mlflow] extra; to see the runs, the \\[mlflow-ui] extra (the full mlflow package) and
+    `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
     from lstmlab.analysis.export.mlflow import export_mlflow as export
 
