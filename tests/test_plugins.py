@@ -105,7 +105,8 @@ def test_a_broken_plugin_is_named_and_other_commands_still_work(tmp_path):
     assert "task.name: unknown task 'wobbly'" in asked.stderr
     assert "needs a library that is not installed" in asked.stderr
 
-    core = lstmlab(site, "train", str(config(tmp_path)), "--set", "model.type=shaky", "--runs-dir", "runs",
+    # a runs dir of its own: in runs/, the lstm runs above would refuse another model.type before it loads
+    core = lstmlab(site, "train", str(config(tmp_path)), "--set", "model.type=shaky", "--runs-dir", "runs-shaky",
                    "--data-dir", "data", cwd=tmp_path)
     assert core.returncode == 2 and "Traceback" not in core.stderr
     assert "plugin core 'shaky' from lstmlab-broken 0.2" in core.stderr and "not installed" in core.stderr
