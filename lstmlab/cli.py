@@ -302,7 +302,7 @@ def compare(
 @app.command(rich_help_panel="Analysis")
 @user_errors
 def runs(
-    paths: Annotated[list[Path] | None, typer.Argument(metavar="[PATH]...", help="A runs folder, an experiment "
+    paths: Annotated[list[Path] | None, typer.Argument(metavar="PATH", help="A runs folder, an experiment "
                                                        "folder or run folders. Default: runs.", show_default=False)
                      ] = None,
     format_: Annotated[str, typer.Option("--format", help="table | json (a list of objects, one per run).",

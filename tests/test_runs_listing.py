@@ -119,7 +119,7 @@ def test_a_lock_of_another_host_is_taken_at_its_word(runs, tmp_path):
     (run / "summary.json").unlink()  # a folder with a config but no summary, and no lock: nothing known
     (run / ".lock").write_text("")
     [line] = listing(str(run))
-    assert line["status"] == "unknown" and "no summary.json yet" in line["note"]
+    assert line["status"] == "unknown" and "no summary.json and no process holds its lock" in line["note"]
 
 
 def test_default_path_is_runs_and_bad_input_exits_2(runs, tmp_path, monkeypatch):

@@ -19,9 +19,10 @@ Whether a lock is held: a run folder's `.lock` is held with flock(2) by the proc
 (lstmlab.run.folder), and the kernel drops it when that process dies however it dies. On Linux
 /proc/locks lists every lock held on this machine by inode, so looking there tells a live holder from a
 stale file without taking the lock (taking it, even for a moment, could make a trainer starting at that
-moment skip the run). The lock file's content names the holder's pid and host: a holder on another
-host cannot be seen from here, and its run is shown as `running` on that host's word. Without
-/proc/locks, a holder on this host is checked by its pid.
+moment skip the run). The lock file's content names the holder's pid and host, and the holder empties it
+when it ends: a lock /proc/locks does not list (or a machine without /proc/locks) still counts as held
+while the pid it names is alive. A holder on another host cannot be seen from here: its run is shown as
+`running` on that host's word, with a note.
 """
 
 from __future__ import annotations
@@ -100,8 +101,6 @@ def read_line(folder: RunFolder) -> RunLine:
     step = max(evaluated) if evaluated else _int(summary.get("step"))
 
     status = summary.get("status") if isinstance(summary.get("status"), str) else "unknown"
-    if not summary and not notes:
-        notes.append("no summary.json yet: the run has not started, or stopped before its first write")
     state, holder = lock_state(folder.path)
     if status == "running" and state == "free":
         status = STALE
@@ -109,6 +108,8 @@ def read_line(folder: RunFolder) -> RunLine:
                      "down); `lstmlab train` with its config resumes it from its checkpoint")
     if status == "unknown" and state != "free":
         status = "running"  # it holds its lock before its first summary.json write
+    elif status == "unknown" and not notes:
+        notes.append("no summary.json and no process holds its lock: the run never got past its start")
     if state == "elsewhere":
         notes.append(f"its lock names another host ({holder}), which cannot be checked from here")
 
