@@ -79,3 +79,31 @@ def test_the_ways_out(study):
     assert "lr: 0.03" in (runs / "tiny" / "L1-lstm-s0" / "config.yaml").read_text()
     kept = train("--sweep", "model.layers=1", "--set", "train.lr=0.04", "--restart")  # L2 (lr 0.03) would stay
     assert kept.exit_code == 2 and "train.lr (0.03 there, 0.04 here)" in kept.output
+
+
+def test_a_big_folder_is_judged_by_a_sample_spread_over_it(tmp_path, monkeypatch):
+    """Folders of run configs as training writes them (config.yaml is the resolved config), 7 seeds of one
+    config; with a sample of 3, a changed key is still seen, and seeds (an axis of the folder) still pass."""
+    from lstmlab.config import validate
+    from lstmlab.run import identity
+
+    for seed in range(7):
+        run = tmp_path / "runs" / "tiny" / f"L1-lstm-s{seed}"
+        run.mkdir(parents=True)
+        (run / "config.yaml").write_text(validate({**TINY, "train": {**TINY["train"], "seed": seed}}).dump_yaml())
+    read = []
+    monkeypatch.setattr(identity, "SAMPLE", 3)
+    original = identity.RunFolder.config
+
+    def counted(self):
+        read.append(self.path.name)
+        return original(self)
+
+    monkeypatch.setattr(identity.RunFolder, "config", counted)
+    changed = validate({**TINY, "train": {**TINY["train"], "lr": 0.5}})
+    with pytest.raises(identity.ConfigError, match=r"tiny holds 7 run\(s\) of another config: they differ from this "
+                                                   r"one in train.lr \(0.01 there, 0.5 here\), not a sweep axis"):
+        identity.check_experiment(changed, tmp_path / "runs")
+    assert read == ["L1-lstm-s0", "L1-lstm-s2", "L1-lstm-s4"]
+    identity.check_experiment(validate({**TINY, "train": {**TINY["train"], "seed": 9}}), tmp_path / "runs")
+    identity.check_experiment(changed, tmp_path / "runs", allow_mixed=True)
