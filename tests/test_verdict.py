@@ -127,6 +127,21 @@ def test_at_step_gives_the_verdict_at_that_budget(tmp_path):
     assert "validation accuracy at step 300" in render(early, "markdown")
 
 
+def test_at_step_before_the_end_says_it_compares_learning_speed(tmp_path):
+    flip_study(tmp_path, seeds=3)
+    for config in tmp_path.glob("exp/*/config.yaml"):
+        raw = yaml.safe_load(config.read_text())
+        raw["train"]["steps"] = 1000
+        config.write_text(yaml.safe_dump(raw))
+    c = compare_runs([tmp_path], at_step=900)
+    (step,) = c.steps
+    # by step 900, 2 layers (rising 0.09 per evaluation) are still improving; 1 layer (flat from 600) is not
+    assert [g.n_converged for g in c.groups] == [3, 0]
+    assert step.verdict.endswith("; read at step 900 of 1,000: the runs trained on; 3 of 6 runs still improving by "
+                                 "then, so this compares learning speed at this budget, not what each can reach")
+    assert [p.step for p in step.over_training] == list(range(100, 1000, 100))  # as if training stopped at 900
+
+
 def test_at_step_skips_runs_without_that_row_naming_it(tmp_path):
     flip_study(tmp_path, seeds=2)
     make_run(tmp_path, 2, 7, 0.9, kind=ORDER, curve=[(100, 0.3), (200, 0.4)])

@@ -250,13 +250,14 @@ def run_converged(run: RunRecord) -> bool | None:
     """summary.json's `converged`, or for run folders of earlier versions the same rule on metrics.csv."""
     if run.converged is not None:
         return run.converged
-    if run.higher_is_better is None:
+    if run.higher_is_better is None or not run.curve:
         return None
     return convergence.converged(run.curve, run.higher_is_better)
 
 
 def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
-    """The run with its validation metric at `step` in place of its test metric (and `solved` judged on it)."""
+    """The run as it stood at `step`: its validation metric there in place of its test metric (and `solved`
+    judged on it), its curve cut at `step`."""
     curve = dict(run.curve)
     if step not in curve:
         steps = sorted(curve)
@@ -267,7 +268,10 @@ def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
     solved = None
     if run.solve_threshold is not None and run.higher_is_better is not None:
         solved = value >= run.solve_threshold if run.higher_is_better else value <= run.solve_threshold
-    return dataclasses.replace(run, test=value, solved=solved), None
+    # as if training had stopped at step N: the curve up to N, convergence judged on it (summary.json's flag is
+    # about the end), and the verdict over training up to N
+    return dataclasses.replace(run, test=value, solved=solved, converged=None,
+                               _curve=[(s, v) for s, v in run.curve if s <= step]), None
 
 
 def summarise(values: list[float], n_solved: int | None, higher_is_better: bool) -> GroupStats:
@@ -485,11 +489,17 @@ def _budget_notes(comparison: Comparison, step: Step) -> list[str]:
         notes = []
     runs = step.lower.runs + step.upper.runs
     still = sum(run_converged(r) is False for r in runs)
-    if still:
-        steps = sorted({r.flat.get("train.steps") for r in runs if isinstance(r.flat.get("train.steps"), int)})
+    steps = sorted({r.flat.get("train.steps") for r in runs if isinstance(r.flat.get("train.steps"), int)})
+    at = comparison.at_step
+    if at is not None and steps and steps[-1] > at:
+        of = f"{steps[0]:,}" if len(steps) == 1 else "more"
+        by = f"; {still} of {len(runs)} runs still improving by then" if still else ""
+        notes.append(f"read at step {at:,} of {of}: the runs trained on{by}, so this compares learning speed at "
+                     "this budget, not what each can reach")
+    elif still:
         budget = f"{steps[0]:,} steps" if len(steps) == 1 else "this budget"
-        if comparison.at_step is not None:
-            budget = f"step {comparison.at_step:,}"
+        if at is not None:
+            budget = f"step {at:,}"
         notes.append(f"{still} of {len(runs)} runs had not converged (validation {comparison.metric} still improving "
                      f"at the end): this compares learning speed at {budget}, not what each can reach")
     return notes

@@ -319,7 +319,8 @@ def plot_over_training(comparison: Comparison, path: Path):
                 if marks:
                     axes.scatter(*zip(*marks, strict=True), color=color, facecolor=face, s=22, zorder=3)
     direction = "higher" if comparison.higher_is_better else "lower"
-    by_step.set_ylabel(f"difference of mean validation {metric} ({direction} is better)")
+    order = "deeper − shallower" if comparison.by[0] == "model.layers" else f"next − previous {comparison.by[0]}"
+    by_step.set_ylabel(f"mean validation {metric}: {order} ({direction} is better)")
     by_step.set_xlabel("training step")
     by_seen.set_xlabel(f"{'time steps (batch × seq_len × step)' if seen_kind == 'characters' else 'sequences'} seen")
     if not by_seen.lines:

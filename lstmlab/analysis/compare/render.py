@@ -201,7 +201,8 @@ def _notes(c: Comparison, iqm_shown: bool = True) -> list[str]:
     notes += _tuning_notes(c)
     mixed = sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())})
     if mixed:
-        advice = (f"compare with {' '.join(f'--by {k}' for k in (*c.by, *mixed))} to separate them" if len(mixed) <= 3
+        flags = " ".join([*(f"--by {k}" for k in (*c.by, *mixed)), *(f"--tune {k}" for k in c.tune)])
+        advice = (f"compare with {flags} to separate them" if len(mixed) <= 3
                   else "compare those experiments separately, or add --by for the keys that matter")
         notes.append(f"warning: groups pool runs whose configs differ in {', '.join(mixed)}, not only in the seed; "
                      f"{advice}.")

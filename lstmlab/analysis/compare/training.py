@@ -159,8 +159,8 @@ def describe(points: list[Point], higher_is_better: bool, label: str, upper: str
     elif last.verdict == "no test":
         parts.append("no test (a group has one run)")
     else:
-        earlier = [p.step for p in points if p.verdict in ("better", "worse")]
-        note = f" (it was at step {', '.join(f'{s:,}' for s in earlier)})" if earlier else ""
+        earlier = [f"{p.verdict} at step {p.step:,}" for p in points if p.verdict in ("better", "worse")]
+        note = f" (it was earlier: {', '.join(earlier)})" if earlier else ""
         parts.append(f"not distinguishable from seed noise at the last evaluation{note}")
     reading.text = parts[0] + ": " + "; ".join(parts[1:])
     return reading
