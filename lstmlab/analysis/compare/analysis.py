@@ -6,10 +6,14 @@ Groups: completed runs of the majority's task and metric with equal values of ev
 and with --tune the tuned keys, are what a group pools). Each group is summarised once (GroupStats).
 
 Steps: neighbouring groups along the first --by key (2 vs 1 layers, 3 vs 2), within equal values of
-the other --by keys. Each step's evidence is chosen from the data (docs/statistics.md):
-  - solve rates, by an exact test, when the two groups' runs include both solved and unsolved ones
-    (bimodal outcomes: a mean over them describes none of the runs);
-  - otherwise (every run solved, or none) the difference of means, by Welch's test.
+the other --by keys. Each step's evidence is chosen from the data (--evidence auto; docs/statistics.md):
+  - solve rates, by an exact test, when the two groups' runs include at least MIN_PER_SIDE solved and
+    MIN_PER_SIDE unsolved ones (bimodal outcomes: a mean over them describes none of the runs; one run
+    across the threshold is not enough to call a unimodal cloud bimodal);
+  - otherwise the difference of means, by Welch's test.
+--evidence means | solve-rate forces one. Each step is also read at every evaluation its runs share
+(training.py: the verdict over training), and each run's convergence (lstmlab.run.convergence) is counted
+per group: a verdict between runs still improving is about learning speed at this budget, and says so.
 When a comparison has several steps they are one family: a step is called better or worse only when
 its Holm-adjusted p-value is at most 5%. Every step also reports the probability of improvement and,
 when it is not distinguishable, how many seeds per group would settle a difference of the observed size.
