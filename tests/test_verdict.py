@@ -148,8 +148,12 @@ def test_at_step_skips_runs_without_that_row_naming_it(tmp_path):
     c = compare_runs([tmp_path], at_step=1000)
     (skipped,) = c.skipped
     assert skipped.path.name == "L2-lstm-s7"
-    assert skipped.reason == ("--at-step 1000: no validation row at step 1000 in metrics.csv (its evaluations: "
-                              "100, 200 (last 200))")
+    assert skipped.reason == ("--at-step 1000: no validation row at step 1000 in metrics.csv (evaluated at step "
+                              "100, 200)")
+    result = CliRunner().invoke(app, ["compare", str(tmp_path), "--at-step", "250"])  # no run evaluated there
+    assert result.exit_code == 2
+    assert ("--at-step 250: no completed run has a validation row at step 250 (the first: evaluated every 100 steps "
+            "from 100 to 1000)") in result.output
 
 
 def test_holm_at_each_evaluation_step_spans_the_comparisons_steps(tmp_path):

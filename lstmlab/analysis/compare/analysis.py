@@ -206,6 +206,7 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
     kinds = Counter((r.task, r.metric) for r in complete)
     majority = kinds.most_common(1)[0][0] if kinds else (None, None)
     runs: dict[tuple, list[RunRecord]] = {}
+    at_step_misses: list[str] = []
     for run in complete:
         if (run.task, run.metric) != majority:
             skipped.append(Skipped(run.path, f"task {run.task} (metric {run.metric}) differs from the majority's "
@@ -222,6 +223,7 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
             run, reason = _at_step(run, at_step)
             if reason:
                 skipped.append(Skipped(run.path, reason))
+                at_step_misses.append(reason)
                 continue
         if tune_keys and run.val is None:
             skipped.append(Skipped(run.path, f"no validation {run.metric} (summary.json best_val, or val rows in "
@@ -229,6 +231,9 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
             continue
         runs.setdefault(key[: len(by)], []).append(run)
 
+    if at_step_misses and not runs:  # not one run evaluated there: a mistyped step, not a reason to print nothing
+        raise UserError(f"--at-step {at_step}: no completed run has a validation row at step {at_step} "
+                        f"(the first: {at_step_misses[0].split('(', 1)[1].rstrip(')')})")
     comparison = _header(by, tune_keys, majority, [r for group in runs.values() for r in group])
     comparison.evidence, comparison.at_step = evidence, at_step
     failed = _failed_by_key(readable, by, tune_keys, majority) if tune_keys else {}
@@ -264,10 +269,7 @@ def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
     judged on it), its curve cut at `step`."""
     curve = dict(run.curve)
     if step not in curve:
-        steps = sorted(curve)
-        logged = (f"its evaluations: {', '.join(map(str, steps[:6]))}{', ...' if len(steps) > 6 else ''}"
-                  f" (last {steps[-1]})" if steps else "no validation rows")
-        return run, f"--at-step {step}: no validation row at step {step} in metrics.csv ({logged})"
+        return run, f"--at-step {step}: no validation row at step {step} in metrics.csv ({evaluations(sorted(curve))})"
     value = curve[step]
     solved = None
     if run.solve_threshold is not None and run.higher_is_better is not None:
@@ -402,6 +404,16 @@ def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step
         prob_improvement_ci95=stats.prob_improvement_interval(a, b, higher),
         learned=_learned(lower) or _learned(upper),
     )
+
+
+def evaluations(steps: list[int]) -> str:
+    """'evaluated every 100 steps from 100 to 1000', or the steps themselves when irregular."""
+    if not steps:
+        return "no validation rows"
+    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+    if len(steps) > 2 and len(gaps) == 1:
+        return f"evaluated every {gaps.pop()} steps from {steps[0]} to {steps[-1]}"
+    return "evaluated at step " + ", ".join(map(str, steps[:8])) + (f", ... {steps[-1]}" if len(steps) > 8 else "")
 
 
 def _learned(group: Group) -> bool:
