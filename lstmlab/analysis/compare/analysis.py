@@ -492,15 +492,18 @@ def verdict(comparison: Comparison, step: Step) -> str:
     if step.p is not None:
         notes.append(_p_text(step))
     if step.better is None and step.p is not None:
-        notes.append(_seeds_text(step) if step.learned else "no depth learned the task: train longer")
+        notes.append(_seeds_text(step) if step.learned else NOTHING_LEARNED)
     notes += _budget_notes(comparison, step)
     return "; ".join([text, *notes])
+
+
+NOTHING_LEARNED = "no depth learned the task: train longer (no run of either group beat the trivial baseline)"
 
 
 def _budget_notes(comparison: Comparison, step: Step) -> list[str]:
     """Say when the runs had not converged: then the verdict compares learning speed at this budget."""
     if not step.learned and (step.better is not None or step.p is None):
-        notes = ["no depth learned the task (no run beat the trivial baseline): train longer"]
+        notes = [NOTHING_LEARNED]
     else:
         notes = []
     runs = step.lower.runs + step.upper.runs
