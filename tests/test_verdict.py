@@ -54,6 +54,11 @@ def test_noise_larger_than_the_trend_counts_as_converged():
     assert converged(curve(noisy), higher_is_better=False) is True
     # the same trend without the noise is a descent of 0.0025 over the window: below 1% of the level 0.49
     assert converged(curve([0.5 - 0.0005 * i for i in range(15)]), higher_is_better=False) is True
+    # a trend above the 1% floor (0.02 over the window against 0.0047) but inside the curve's ±0.05 noise is
+    # converged; the same trend without the noise is not: the noise is what decides
+    trend = [0.5 - 0.005 * i for i in range(15)]
+    assert converged(curve([v + (0.05 if i % 2 else -0.05) for i, v in enumerate(trend)]), False) is True
+    assert converged(curve(trend), higher_is_better=False) is False
     # and a trend well above its noise is not converged
     steep = [0.5 + 0.001 * rng.standard_normal() - 0.02 * i for i in range(15)]
     assert converged(curve(steep), higher_is_better=False) is False
@@ -395,3 +400,30 @@ def test_json_values_are_finite_and_known_fields_stay(tmp_path):
     for point in obj["steps"][0]["over_training"]:
         assert all(not isinstance(v, float) or math.isfinite(v) for v in point.values())
     assert ADDING["metric"] == "mse"  # the shared fixtures are the ones test_compare uses
+
+
+def test_an_arrays_run_has_no_solve_count_unless_the_user_sets_a_threshold(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6, 1)).astype(np.float32)
+    np.savez(tmp_path / "signs.npz", inputs=x, targets=(x.sum(axis=(1, 2)) > 0).astype(np.int64))
+    raw = {"experiment": "mine", "task": {"name": "arrays", "path": str(tmp_path / "signs.npz"),
+                                          "kind": "sequence-class"},
+           "model": {"type": "lstm", "hidden_size": 8},
+           "train": {"steps": 20, "batch_size": 16, "eval_every": 10, "lr": 0.01, "threads": 1, "device": "cpu"}}
+    config = write_config(tmp_path / "mine.yaml", raw)
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    result = CliRunner().invoke(app, ["train", str(config), "-q", *dirs])
+    assert result.exit_code == 0, result.output
+    (summary_path,) = (tmp_path / "runs" / "mine").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["solve_threshold"] is None and summary["solved"] is None
+    assert summary["converged"] is None  # 2 evaluations: too few to judge
+    table = CliRunner().invoke(app, ["compare", str(tmp_path / "runs"), "--format", "markdown"])
+    assert table.exit_code == 0 and "| solved |" not in table.output and "solved:" not in table.output
+    mine = CliRunner().invoke(app, ["train", str(config), "-q", "--set", "experiment=set",
+                                    "--set", "task.solve_threshold=0.5", *dirs])
+    assert mine.exit_code == 0, mine.output
+    (summary_path,) = (tmp_path / "runs" / "set").glob("*/summary.json")
+    summary = json.loads(summary_path.read_text())
+    assert summary["solve_threshold"] == 0.5 and summary["solved"] == (summary["test_metric"] >= 0.5)
+    assert len(list((tmp_path / "data").glob("arrays-*/meta.json"))) == 1  # the threshold left the dataset alone
