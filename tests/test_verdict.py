@@ -334,6 +334,22 @@ def test_every_task_takes_a_solve_threshold_and_arrays_has_none_by_default():
     assert make_task(adding).threshold({"trivial": 0.16, "analytic": 1 / 6}) == pytest.approx(1 / 600)  # its own
 
 
+def test_an_unset_threshold_leaves_config_yaml_as_earlier_versions_wrote_it(tmp_path):
+    """A run folder of an earlier version (no task.solve_threshold in its config.yaml) is still the same run:
+    train skips it when completed instead of refusing it as "a different config"."""
+    dirs = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    config = write_config(tmp_path / "c.yaml", TINY)
+    assert CliRunner().invoke(app, ["train", str(config), "-q", *dirs]).exit_code == 0
+    (saved,) = (tmp_path / "runs" / "tiny").glob("*/config.yaml")
+    assert "solve_threshold" not in yaml.safe_load(saved.read_text())["task"]
+    summary = json.loads((saved.parent / "summary.json").read_text())
+    again = CliRunner().invoke(app, ["train", str(config), *dirs])
+    assert again.exit_code == 0, again.output
+    assert json.loads((saved.parent / "summary.json").read_text()) == summary  # not trained again
+    set_yaml = TASKS["adding"].Config(name="adding", solve_threshold=0.01).model_dump(mode="json")
+    assert set_yaml["solve_threshold"] == 0.01
+
+
 def test_a_bad_solve_threshold_is_refused_naming_the_key(tmp_path):
     raw = {**TINY, "task": {**TINY["task"], "solve_threshold": "low"}}
     result = CliRunner().invoke(app, ["train", str(write_config(tmp_path / "c.yaml", raw)), "-q",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from lstmlab.schema import SEED_MAX, Section
 
@@ -39,6 +39,15 @@ class TaskConfig(Section):
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+    @model_serializer(mode="wrap")
+    def _threshold_only_when_set(self, handler):
+        """A null solve_threshold is left out of dumps (config.yaml, the checkpoint's config sha256): a run folder
+        written before the key existed still holds "the same config", so train resumes or skips it as before."""
+        data = handler(self)
+        if isinstance(data, dict) and "solve_threshold" in data and data["solve_threshold"] is None:
+            del data["solve_threshold"]
+        return data
 
 
 @dataclass(frozen=True)
