@@ -272,6 +272,16 @@ def compare(
                                                      "validation metric.", rich_help_panel=CONFIG_PANEL)] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write learning curves and final metrics to FILE "
                                                  "(needs the \\[plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
+    evidence: Annotated[str, typer.Option("--evidence", help="What each step's verdict rests on: auto (solve rates "
+                                          "when at least 2 runs lie on each side of the solve threshold, else the "
+                                          "means) | means | solve-rate.", rich_help_panel=CONFIG_PANEL)] = "auto",
+    at_step: Annotated[int | None, typer.Option("--at-step", help="The verdict at a budget: compare each run's "
+                                                "validation metric at step N (a step every run evaluated at) "
+                                                "instead of its test metric at the end.",
+                                                rich_help_panel=CONFIG_PANEL)] = None,
+    plot_over_training: Annotated[Path | None, typer.Option(
+        "--plot-over-training", help="Write each step's difference with its 95% interval against training steps "
+        "and sequences seen to FILE (needs the \\[plot] extra).", rich_help_panel=OUTPUT_PANEL)] = None,
 ) -> None:
     """Group runs by a config key across seeds: mean, spread, confidence intervals, and each step's effect."""
     from lstmlab.analysis.compare import FORMATS, compare_runs, render
@@ -282,11 +292,13 @@ def compare(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise UserError(f"no such path: {', '.join(missing)}")
-    if plot is not None:
-        from lstmlab.analysis.compare.plot import check_plot_path
+    for image in (plot, plot_over_training):
+        if image is not None:
+            from lstmlab.analysis.compare.plot import check_plot_path
 
-        check_plot_path(plot)
-    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)), tune_keys=tuple(tune or ()))
+            check_plot_path(image)
+    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)), tune_keys=tuple(tune or ()),
+                              evidence=evidence, at_step=at_step)
     output = render(comparison, format_)
     if isinstance(output, str):
         sys.stdout.write(output if output.endswith("\n") else output + "\n")
@@ -297,6 +309,11 @@ def compare(
 
         plot_comparison(comparison, plot)
         _console(stderr=True).print(f"plot written to {plot}")
+    if plot_over_training is not None:
+        from lstmlab.analysis.compare.plot import plot_over_training as draw_over_training
+
+        draw_over_training(comparison, plot_over_training)
+        _console(stderr=True).print(f"plot written to {plot_over_training}")
 
 
 @app.command(rich_help_panel="Analysis")

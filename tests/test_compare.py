@@ -115,10 +115,12 @@ def test_overlapping_seeds_are_not_called_a_difference(tmp_path):
 
 def test_bimodal_solved_fraction_is_called_out(tmp_path):
     # one seed solves with 2 layers, the other stays at the baseline: the mean alone would read as "halved"
-    c = compare_runs([depth_study(tmp_path, {1: [0.165, 0.166], 2: [0.0008, 0.166]})])
+    study = depth_study(tmp_path, {1: [0.165, 0.166], 2: [0.0008, 0.166]})
+    assert compare_runs([study]).steps[0].evidence == "mean"  # auto: one run across the threshold does not switch
+    c = compare_runs([study], evidence="solve-rate")
     assert [g.solved for g in c.groups] == [0.0, 0.5]
     step = c.steps[0]
-    # a group mixes solved and unsolved runs: the solve rates decide, by Boschloo's exact test
+    # asked for: the solve rates decide, by Boschloo's exact test
     assert (step.evidence, step.test) == ("solved", "boschloo")
     assert step.p == pytest.approx(scipy_stats.boschloo_exact([[1, 0], [1, 2]]).pvalue)
     assert step.verdict.startswith("2 vs 1 layers: solved 0/2 → 1/2 — not distinguishable from seed noise at n=2; "
@@ -280,7 +282,8 @@ def test_groups_that_pool_different_configs_are_flagged(tmp_path):
     c = compare_runs([tmp_path])
     assert [g.mixed() for g in c.groups] == [["train.lr"], []]
     assert json.loads(render(c, "json"))["groups"][0]["mixed"] == ["train.lr"]
-    assert "differ in train.lr, not only in the seed; add --by train.lr to separate them" in render(c, "markdown")
+    assert ("differ in train.lr, not only in the seed; use --by model.layers --by train.lr to separate them"
+            in render(c, "markdown"))
     assert compare_runs([tmp_path], by=("model.layers", "train.lr")).groups[0].mixed() == []
     assert "warning: group model.layers=2 holds several runs of seed(s) [0]" in render(c, "markdown")
 
@@ -388,7 +391,7 @@ def test_bimodal_steps_are_decided_by_solve_rates_and_holm_joins_the_steps(tmp_p
     assert first.family == 2 and first.p_adjusted == pytest.approx(0.0625)
     assert first.better is None  # 0.031 alone would pass 5%; as one of two steps it does not
     assert "not distinguishable from seed noise at n=3 once the 2 steps are tested together" in first.verdict
-    assert "Boschloo p = 0.031, Holm-adjusted over 2 steps 0.063" in first.verdict
+    assert "Boschloo p = 0.031, Holm-adjusted p = 0.063 over 2 steps" in first.verdict
     assert first.seeds_needed == stats.seeds_for_rates(1.0, 0.0, alpha=0.025)
     assert f"about {first.seeds_needed} seeds per depth would settle this" in first.verdict
     assert first.prob_improvement == 0.0 and "P(2 layers beats 1) = 0.00" in first.verdict

@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 from lstmlab.cli import app
 
 runner = CliRunner()
-WARNING = ("warning: groups pool runs whose configs differ in train.lr, not only in the seed; add --by train.lr to "
-           "separate them.")
+WARNING = ("warning: groups pool runs whose configs differ in train.lr, not only in the seed; use --by model.layers "
+           "--by train.lr to separate them.")
 
 
 @pytest.fixture(scope="module")

@@ -35,6 +35,7 @@ from lstmlab.config import ExperimentConfig
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
+from lstmlab.run.convergence import run_converged
 from lstmlab.run.diagnostics import Diagnostics, check_traceable
 from lstmlab.run.env import data_source, environment, pick_device
 from lstmlab.run.folder import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks, run_name
@@ -544,14 +545,15 @@ def finish(pack: Pack, members: list[Member], log: Callable[[str], None]) -> Non
             fail(pack, member, FloatingPointError(f"{bad} at step {member.step}"))
             continue
         metric = test[task.metric]
-        solved = metric >= threshold if task.higher_is_better else metric <= threshold
+        solved = None if threshold is None else metric >= threshold if task.higher_is_better else metric <= threshold
         test_row = {"step": member.step, "epoch": member.step * member.cfg.train.batch_size / pack.n_train,
                     "split": "test", **test, "lr": member.optimizer.param_groups[0]["lr"],
                     "elapsed_s": pack.elapsed(member)}  # fmt: skip
         member.summary.update({
             "status": "completed", "step": member.step, "best_step": member.best.step, "best_val": member.best.val,
             "final_val": final_vals.get(member.name, member.best.val), "test": test, "test_metric": metric,
-            "solved": bool(solved), "wall_s": pack.elapsed(member),
+            "solved": None if solved is None else bool(solved), "wall_s": pack.elapsed(member),
+            "converged": run_converged(member.run.metrics(), task.metric, task.higher_is_better),
         })  # fmt: skip
         log_rows(pack, member, [test_row])  # before the run completes: a rerun would not log it again
         member.run.complete(test_row, member.columns, member.summary)

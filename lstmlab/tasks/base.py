@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from lstmlab.schema import SEED_MAX, Section
 
@@ -32,9 +32,22 @@ class TaskConfig(Section):
     n_val: int = Field(1_000, ge=1, description="Sequences in the validation split.")
     n_test: int = Field(1_000, ge=1, description="Sequences in the test split.")
     seed: int = Field(1234, ge=0, le=SEED_MAX, description="Seed of the data generator (independent of train.seed).")
+    solve_threshold: float | None = Field(
+        None, description="A run whose test metric beats this (≤ for a loss, ≥ for an accuracy) counts as solved; "
+                          "null keeps the task's own threshold (arrays tasks have none unless it is set). A scoring "
+                          "choice, not part of the data: it does not change the dataset.")
 
     def sizes(self) -> dict[str, int]:
         return {"train": self.n_train, "val": self.n_val, "test": self.n_test}
+
+    @model_serializer(mode="wrap")
+    def _threshold_only_when_set(self, handler):
+        """A null solve_threshold is left out of dumps (config.yaml, the checkpoint's config sha256): a run folder
+        written before the key existed still holds "the same config", so train resumes or skips it as before."""
+        data = handler(self)
+        if isinstance(data, dict) and "solve_threshold" in data and data["solve_threshold"] is None:
+            del data["solve_threshold"]
+        return data
 
 
 @dataclass(frozen=True)
@@ -82,10 +95,17 @@ class Task(ABC):
         """
         return []
 
-    def solve_threshold(self, baselines: dict[str, float]) -> float:
-        """A run whose test metric beats this counts as having solved the task."""
+    def solve_threshold(self, baselines: dict[str, float]) -> float | None:
+        """The task's own threshold: a run whose test metric beats it counts as having solved the task.
+        Default: 10% of the trivial baseline for a loss; 90% of the way from the baseline to 1 for an accuracy."""
         trivial = baselines["trivial"]
         return 0.1 * trivial if not self.higher_is_better else trivial + 0.9 * (1.0 - trivial)
+
+    def threshold(self, baselines: dict[str, float]) -> float | None:
+        """The threshold that decides `solved`: the user's `task.solve_threshold` when set, else the task's own."""
+        if self.cfg.solve_threshold is not None:
+            return float(self.cfg.solve_threshold)
+        return self.solve_threshold(baselines)
 
     # -- scoring (tensors) --------------------------------------------------------------------------
     def loss(self, output, batch):
@@ -121,6 +141,12 @@ class Task(ABC):
         correct = (logits.argmax(-1) == flat).sum()
         n = flat.numel()
         return {"loss": (total, n), "accuracy": (correct, n)}
+
+
+def data_config(cfg: TaskConfig) -> dict[str, Any]:
+    """The task config as the dataset sees it (JSON-able): every key but the scoring choice `solve_threshold`,
+    so that setting a threshold neither regenerates nor renames a dataset."""
+    return cfg.model_dump(mode="json", exclude={"solve_threshold"})
 
 
 def widen(tensor):

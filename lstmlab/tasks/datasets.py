@@ -30,12 +30,13 @@ import numpy as np
 from lstmlab import files, memory
 from lstmlab.errors import DataError
 from lstmlab.tasks import SPLITS, TaskConfig, TaskSpec, make_task
+from lstmlab.tasks.base import data_config
 
 FORMAT_VERSION = 2  # 2: meta.json carries meta_sha256
 
 
 def config_hash(cfg: TaskConfig) -> str:
-    canonical = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(data_config(cfg), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:10]
 
 
@@ -63,7 +64,7 @@ def _meta_checksum(meta: dict[str, Any]) -> str:
 def regenerate_hint(cfg: TaskConfig, folder: Path) -> str:
     defaults = {k: f.default for k, f in type(cfg).model_fields.items() if not f.is_required()}
     sets = " ".join(f"--set task.{k}={v if isinstance(v, str) else json.dumps(v)}"  # YAML reads JSON's null, [..]
-                    for k, v in cfg.model_dump(mode="json").items() if k != "name" and v != defaults.get(k, ...))
+                    for k, v in data_config(cfg).items() if k != "name" and v != defaults.get(k, ...))
     return (
         f"delete {folder} and regenerate it with `lstmlab generate-data --task {cfg.name} {sets} "
         f"--data-dir {folder.parent}`"
@@ -131,7 +132,7 @@ def _write(cfg: TaskConfig, folder: Path) -> None:
         meta = {
             "format": FORMAT_VERSION,
             "task": cfg.name,
-            "config": cfg.model_dump(mode="json"),
+            "config": data_config(cfg),
             "config_hash": config_hash(cfg),
             "seq_len": getattr(cfg, "seq_len", None),
             "sizes": {split: int(len(splits[split]["inputs"])) for split in SPLITS},
@@ -174,7 +175,7 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
         raise DataError(
             f"{meta_path} was changed (its content no longer matches its meta_sha256); {regenerate_hint(cfg, folder)}"
         )
-    if meta.get("config") != cfg.model_dump(mode="json"):
+    if meta.get("config") != data_config(cfg):
         raise DataError(f"{meta_path} was written for another task config; {regenerate_hint(cfg, folder)}")
     for name, expected in sorted(meta.get("files", {}).items()):
         path = folder / name
@@ -231,5 +232,7 @@ def load(cfg: TaskConfig, data_dir: str | Path, *, generate_missing: bool = True
             splits[split][array_name] = files.load_npy(folder / name)
         except files.UnreadableFile as e:
             raise DataError(f"{e}; {regenerate_hint(cfg, folder)}") from None
-    spec = make_task(cfg).spec(meta["info"])
+    task = make_task(cfg)
+    meta["solve_threshold"] = task.threshold(meta["baselines"])  # the user's task.solve_threshold, when set
+    spec = task.spec(meta["info"])
     return Dataset(folder=folder, meta=meta, spec=spec, splits=splits)

@@ -1,12 +1,13 @@
 """Turn run folders into a verdict: group runs by config keys across seeds, and weigh each step up in depth.
 
-    compare_runs(paths, by=("model.layers",), tune_keys=()) -> Comparison     read, group, tune, compare neighbours
+    compare_runs(paths, by=("model.layers",), tune_keys=(), *, evidence="auto", at_step=None) -> Comparison
     render(comparison, fmt)                                     -> str | rich  table | markdown | csv | json
 
-Three jobs, one module each:
+One job per module:
     read.py      run folders -> one RunRecord per folder (every file read once; reasons for the unusable ones)
     analysis.py  records -> groups (summarised once), steps between neighbouring groups, verdicts in words
     tune.py      within a group, the --tune value with the best mean validation metric
+    training.py  each step at every shared evaluation: the verdict over training (validation split)
     render.py    a Comparison as a table, Markdown, CSV or the JSON object of DESIGN.md's contract
 The plot (lstmlab.analysis.compare.plot) draws a Comparison; the CLI calls it directly.
 

@@ -6,10 +6,14 @@ Groups: completed runs of the majority's task and metric with equal values of ev
 and with --tune the tuned keys, are what a group pools). Each group is summarised once (GroupStats).
 
 Steps: neighbouring groups along the first --by key (2 vs 1 layers, 3 vs 2), within equal values of
-the other --by keys. Each step's evidence is chosen from the data (docs/statistics.md):
-  - solve rates, by an exact test, when the two groups' runs include both solved and unsolved ones
-    (bimodal outcomes: a mean over them describes none of the runs);
-  - otherwise (every run solved, or none) the difference of means, by Welch's test.
+the other --by keys. Each step's evidence is chosen from the data (--evidence auto; docs/statistics.md):
+  - solve rates, by an exact test, when the two groups' runs include at least MIN_PER_SIDE solved and
+    MIN_PER_SIDE unsolved ones (bimodal outcomes: a mean over them describes none of the runs; one run
+    across the threshold is not enough to call a unimodal cloud bimodal);
+  - otherwise the difference of means, by Welch's test.
+--evidence means | solve-rate forces one. Each step is also read at every evaluation its runs share
+(training.py: the verdict over training), and each run's convergence (lstmlab.run.convergence) is counted
+per group: a verdict between runs still improving is about learning speed at this budget, and says so.
 When a comparison has several steps they are one family: a step is called better or worse only when
 its Holm-adjusted p-value is at most 5%. Every step also reports the probability of improvement and,
 when it is not distinguishable, how many seeds per group would settle a difference of the observed size.
@@ -17,18 +21,23 @@ when it is not distinguishable, how many seeds per group would settle a differen
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lstmlab.analysis.compare import stats
+from lstmlab.analysis.compare import stats, training
 from lstmlab.analysis.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
 from lstmlab.analysis.compare.tune import Tuning, tune
 from lstmlab.errors import UserError
+from lstmlab.run import convergence
 
 EQUAL_PARAMS_TOLERANCE = 0.05  # groups whose mean parameter counts differ by more are flagged in the verdict
 POOLED_KEYS = {"train.seed", "experiment"}  # keys that may differ within a group: seeds are what a group pools
+EVIDENCE = ("auto", "means", "solve-rate")  # --evidence: what a step's verdict rests on
+MIN_PER_SIDE = 2  # auto: solve rates decide only with at least this many runs solved and this many unsolved
+LEARNED_FRACTION = 0.05  # a run learned the task when it closed this much of the gap from the baseline to perfect
 
 
 @dataclass
@@ -71,6 +80,16 @@ class Group:
     @property
     def solved(self) -> float | None:
         return None if self.n_solved is None else self.n_solved / self.n
+
+    @property
+    def n_converged(self) -> int | None:
+        """Runs that converged (lstmlab.run.convergence); None when no run has enough evaluations to tell."""
+        known = [c for c in (run_converged(r) for r in self.runs) if c is not None]
+        return sum(known) if known else None
+
+    @property
+    def n_not_converged(self) -> int:
+        return sum(run_converged(r) is False for r in self.runs)
 
     def params(self) -> dict[str, float] | None:
         counts = [r.params for r in self.runs if r.params is not None]
@@ -123,6 +142,9 @@ class Step:
     better: bool | None = None  # None: not distinguishable, or no test
     seeds_needed: int | None = None  # per group, for 80% power at the observed difference; None when distinguishable
     verdict: str = ""
+    learned: bool = True  # some run of either group beat the trivial baseline (else: "no depth learned the task")
+    over_training: list[training.Point] = field(default_factory=list, repr=False)  # per shared evaluation step
+    reading: training.Reading | None = field(default=None, repr=False)  # the trace in words
 
 
 @dataclass
@@ -141,6 +163,8 @@ class Comparison:
     baselines: dict[str, float]
     solve_threshold: float | None
     tune: tuple[str, ...] = ()
+    evidence: str = "auto"  # --evidence
+    at_step: int | None = None  # --at-step: the groups' values are each run's validation metric at this step
     groups: list[Group] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -148,15 +172,27 @@ class Comparison:
     def pooled_keys(self) -> set[str]:
         return POOLED_KEYS | set(self.tune)
 
+    @property
+    def split(self) -> str:
+        """The split the groups' values come from: test, or validation with --at-step."""
+        return "test" if self.at_step is None else "val"
+
 
 # -- reading and grouping ------------------------------------------------------------------------------
 
 
 def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = ("model.layers",),
-                 tune_keys: tuple[str, ...] = ()) -> Comparison:
+                 tune_keys: tuple[str, ...] = (), *, evidence: str = "auto", at_step: int | None = None) -> Comparison:
     """Read every run folder at or below `paths`; group completed runs by the dotted config keys `by`,
-    choosing within each group the value of `tune_keys` with the best mean validation metric."""
+    choosing within each group the value of `tune_keys` with the best mean validation metric.
+
+    `evidence` (auto | means | solve-rate) picks what each step's verdict rests on; `at_step` compares each
+    run's validation metric at that step instead of its test metric at the end (the verdict at a budget)."""
     by, tune_keys = tuple(by) or ("model.layers",), tuple(dict.fromkeys(tune_keys))
+    if evidence not in EVIDENCE:
+        raise UserError(f"--evidence: unknown choice {evidence!r}; valid choices: {', '.join(EVIDENCE)}")
+    if at_step is not None and at_step < 0:
+        raise UserError(f"--at-step {at_step}: a step is 0 or more")
     both = sorted(set(by) & set(tune_keys))
     if both:
         raise UserError(f"--tune {both[0]} is also a --by key: a key is either compared (--by) or tuned (--tune)")
@@ -176,6 +212,7 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
     kinds = Counter((r.task, r.metric) for r in complete)
     majority = kinds.most_common(1)[0][0] if kinds else (None, None)
     runs: dict[tuple, list[RunRecord]] = {}
+    at_step_misses: list[str] = []
     for run in complete:
         if (run.task, run.metric) != majority:
             skipped.append(Skipped(run.path, f"task {run.task} (metric {run.metric}) differs from the majority's "
@@ -185,13 +222,26 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
         if missing:
             skipped.append(Skipped(run.path, f"config has no {missing} (a run folder of an earlier version?)"))
             continue
+        if run.task == "arrays" and run.flat.get("task.solve_threshold") is None and run.solved is not None:
+            # earlier versions judged a user's data by a default threshold; solving it is now the user's to define
+            run = dataclasses.replace(run, solved=None, solve_threshold=None)
+        if at_step is not None:
+            run, reason = _at_step(run, at_step)
+            if reason:
+                skipped.append(Skipped(run.path, reason))
+                at_step_misses.append(reason)
+                continue
         if tune_keys and run.val is None:
             skipped.append(Skipped(run.path, f"no validation {run.metric} (summary.json best_val, or val rows in "
                                              f"metrics.csv) to choose {', '.join(tune_keys)} by"))
             continue
         runs.setdefault(key[: len(by)], []).append(run)
 
+    if at_step_misses and not runs:  # not one run evaluated there: a mistyped step, not a reason to print nothing
+        raise UserError(f"--at-step {at_step}: no completed run has a validation row at step {at_step} "
+                        f"(the first: {at_step_misses[0].split('(', 1)[1].rstrip(')')})")
     comparison = _header(by, tune_keys, majority, [r for group in runs.values() for r in group])
+    comparison.evidence, comparison.at_step = evidence, at_step
     failed = _failed_by_key(readable, by, tune_keys, majority) if tune_keys else {}
     for key in sorted(runs, key=lambda k: tuple(order(v) for v in k)):
         members = runs[key]
@@ -204,8 +254,36 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
         group.stats = summarise(group.values, group.n_solved, comparison.higher_is_better)
         comparison.groups.append(group)
     comparison.skipped = sorted(skipped, key=lambda s: str(s.path))
+    if evidence == "solve-rate" and comparison.groups and all(g.n_solved is None for g in comparison.groups):
+        raise UserError("--evidence solve-rate: these runs have no solve threshold (an arrays task has none unless "
+                        "task.solve_threshold is set in its config); use --evidence means or auto")
     comparison.steps = _steps(comparison)
     return comparison
+
+
+def run_converged(run: RunRecord) -> bool | None:
+    """summary.json's `converged`, or for run folders of earlier versions the same rule on metrics.csv."""
+    if run.converged is not None:
+        return run.converged
+    if run.higher_is_better is None or not run.curve:
+        return None
+    return convergence.converged(run.curve, run.higher_is_better)
+
+
+def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
+    """The run as it stood at `step`: its validation metric there in place of its test metric (and `solved`
+    judged on it), its curve cut at `step`."""
+    curve = dict(run.curve)
+    if step not in curve:
+        return run, f"--at-step {step}: no validation row at step {step} in metrics.csv ({evaluations(sorted(curve))})"
+    value = curve[step]
+    solved = None
+    if run.solve_threshold is not None and run.higher_is_better is not None:
+        solved = value >= run.solve_threshold if run.higher_is_better else value <= run.solve_threshold
+    # as if training had stopped at step N: the curve up to N, convergence judged on it (summary.json's flag is
+    # about the end), and the verdict over training up to N
+    return dataclasses.replace(run, test=value, solved=solved, converged=None,
+                               _curve=[(s, v) for s, v in run.curve if s <= step]), None
 
 
 def summarise(values: list[float], n_solved: int | None, higher_is_better: bool) -> GroupStats:
@@ -282,7 +360,27 @@ def _steps(comparison: Comparison) -> list[Step]:
         groups = sorted(groups, key=lambda g: order(g.key[axis]))
         steps += [_step(comparison, axis, a, b) for a, b in zip(groups, groups[1:], strict=False)]
     _decide(comparison, steps)
+    _over_training(comparison, steps)
     return steps
+
+
+def _over_training(comparison: Comparison, steps: list[Step]) -> None:
+    """Each step's verdict at every evaluation its runs share (lstmlab.analysis.compare.training)."""
+    higher = comparison.higher_is_better
+    for step in steps:
+        step.over_training = training.trace(step.lower.runs, step.upper.runs, higher)
+    training.adjust([s.over_training for s in steps], higher)
+    for step in steps:
+        a, b = step.lower.key[step.axis], step.upper.key[step.axis]
+        names = (_group_name(step.axis, b), _group_name(step.axis, a))
+        step.reading = training.describe(step.over_training, higher, step_label(step.axis, step.lower, step.upper),
+                                         *names, comparison.metric or "metric")
+
+
+def _group_name(axis: str, value) -> str:
+    if axis == "model.layers":
+        return f"{value} layer" + ("" if value == 1 else "s")
+    return f"{axis}={value}"
 
 
 def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step:
@@ -293,8 +391,14 @@ def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step
     rates = None
     if lower.n_solved is not None and upper.n_solved is not None:
         rates = stats.solve_rate_test(lower.n_solved, lower.n, upper.n_solved, upper.n)
-    bimodal = rates is not None and 0 < lower.n_solved + upper.n_solved < lower.n + upper.n
-    if bimodal:
+    if comparison.evidence == "solve-rate":
+        by_rates = rates is not None
+    elif comparison.evidence == "means":
+        by_rates = False
+    else:  # auto: runs on both sides of the threshold, at least MIN_PER_SIDE on each (one outlier does not switch)
+        solved = (lower.n_solved or 0) + (upper.n_solved or 0)
+        by_rates = rates is not None and min(solved, lower.n + upper.n - solved) >= MIN_PER_SIDE
+    if by_rates:
         evidence, test, p = "solved", rates.test, rates.p
     else:
         evidence, test, p = "mean", ("welch" if welch else None), (welch.p if welch else None)
@@ -304,7 +408,29 @@ def _step(comparison: Comparison, axis: str, lower: Group, upper: Group) -> Step
         evidence=evidence, test=test, p=p, p_solved=rates.p if rates else None,
         prob_improvement=stats.prob_improvement(a, b, higher),
         prob_improvement_ci95=stats.prob_improvement_interval(a, b, higher),
+        learned=_learned(lower) or _learned(upper),
     )
+
+
+def evaluations(steps: list[int]) -> str:
+    """'evaluated every 100 steps from 100 to 1000', or the steps themselves when irregular."""
+    if not steps:
+        return "no validation rows"
+    gaps = {b - a for a, b in zip(steps, steps[1:], strict=False)}
+    if len(steps) > 2 and len(gaps) == 1:
+        return f"evaluated every {gaps.pop()} steps from {steps[0]} to {steps[-1]}"
+    return "evaluated at step " + ", ".join(map(str, steps[:8])) + (f", ... {steps[-1]}" if len(steps) > 8 else "")
+
+
+def _learned(group: Group) -> bool:
+    """Some run beat the trivial baseline by LEARNED_FRACTION of the way to a perfect score (0 for a loss,
+    1 for an accuracy). True when the baseline is unknown (nothing to say otherwise)."""
+    baseline, higher = group.baseline(), group.runs[0].higher_is_better
+    if baseline is None or higher is None:
+        return True
+    if higher:
+        return any(v >= baseline + LEARNED_FRACTION * (1.0 - baseline) for v in group.values)
+    return any(v <= (1.0 - LEARNED_FRACTION) * baseline for v in group.values)
 
 
 def _decide(comparison: Comparison, steps: list[Step]) -> None:
@@ -316,7 +442,7 @@ def _decide(comparison: Comparison, steps: list[Step]) -> None:
     for step in steps:
         if step.p_adjusted is not None and step.p_adjusted <= stats.ALPHA:
             step.better = _improved(comparison, step)
-        elif step.p is not None:
+        elif step.p is not None and step.learned:
             step.seeds_needed = _seeds_needed(step, alpha)
         step.verdict = verdict(comparison, step)
 
@@ -372,8 +498,36 @@ def verdict(comparison: Comparison, step: Step) -> str:
     if step.p is not None:
         notes.append(_p_text(step))
     if step.better is None and step.p is not None:
-        notes.append(_seeds_text(step))
+        notes.append(_seeds_text(step) if step.learned else NOTHING_LEARNED)
+    notes += _budget_notes(comparison, step)
     return "; ".join([text, *notes])
+
+
+NOTHING_LEARNED = "no depth learned the task: train longer (no run of either group beat the trivial baseline)"
+
+
+def _budget_notes(comparison: Comparison, step: Step) -> list[str]:
+    """Say when the runs had not converged: then the verdict compares learning speed at this budget."""
+    if not step.learned and (step.better is not None or step.p is None):
+        notes = [NOTHING_LEARNED]
+    else:
+        notes = []
+    runs = step.lower.runs + step.upper.runs
+    still = sum(run_converged(r) is False for r in runs)
+    steps = sorted({r.flat.get("train.steps") for r in runs if isinstance(r.flat.get("train.steps"), int)})
+    at = comparison.at_step
+    if at is not None and steps and steps[-1] > at:
+        of = f"{steps[0]:,}" if len(steps) == 1 else "more"
+        by = f"; {still} of {len(runs)} runs still improving by then" if still else ""
+        notes.append(f"read at step {at:,} of {of}: the runs trained on{by}, so this compares learning speed at "
+                     "this budget, not what each can reach")
+    elif still:
+        budget = f"{steps[0]:,} steps" if len(steps) == 1 else "this budget"
+        if at is not None:
+            budget = f"step {at:,}"
+        notes.append(f"{still} of {len(runs)} runs had not converged (validation {comparison.metric} still improving "
+                     f"at the end): this compares learning speed at {budget}, not what each can reach")
+    return notes
 
 
 def _call(step: Step, at_n: str) -> str:
@@ -395,13 +549,22 @@ def _relative(relative: float | None) -> str:
 def _parameter_notes(lower: Group, upper: Group) -> list[str]:
     pa, pb = lower.params(), upper.params()
     if pa and pb and abs(pb["mean"] - pa["mean"]) > EQUAL_PARAMS_TOLERANCE * max(pa["mean"], pb["mean"]):
-        return [f"parameters differ: {pa['mean']:,.0f} → {pb['mean']:,.0f} (not an equal-budget comparison)"]
+        text = f"parameters differ: {pa['mean']:,.0f} → {pb['mean']:,.0f}"
+        budgets = {r.flat.get("model.param_budget") for r in lower.runs + upper.runs}
+        if len(budgets) == 1 and isinstance(budget := budgets.pop(), int):
+            return [f"{text}: both sizes were derived from model.param_budget {budget:,}, but at that budget one "
+                    f"hidden unit moves the count of a model this deep by more than {EQUAL_PARAMS_TOLERANCE:.0%}, so "
+                    "the depths cannot be matched (not an equal-budget comparison); set a larger "
+                    "model.param_budget"]
+        return [f"{text} (not an equal-budget comparison)"]
     return []
 
 
 def _improvement_text(step: Step) -> str:
     a, b = step.lower.key[step.axis], step.upper.key[step.axis]
     who = f"{b} layers beats {a}" if step.axis == "model.layers" else f"{step.axis}={b} beats {a}"
+    if min(step.lower.n, step.upper.n) <= 2:
+        return f"P({who}): too few runs to estimate (n={step.lower.n} vs {step.upper.n}; 3 or more per group)"
     text = f"P({who}) = {step.prob_improvement:.2f}"
     ci = step.prob_improvement_ci95
     return text + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
@@ -413,7 +576,7 @@ TEST_NAMES = {"welch": "Welch", "boschloo": "Boschloo", "fisher": "Fisher"}
 def _p_text(step: Step) -> str:
     text = f"{TEST_NAMES[step.test]} p = {fmt(step.p, 2)}"
     if step.family > 1:
-        text += f", Holm-adjusted over {step.family} steps {fmt(step.p_adjusted, 2)}"
+        text += f", Holm-adjusted p = {fmt(step.p_adjusted, 2)} over {step.family} steps"
     return text
 
 

@@ -1,4 +1,5 @@
 """A comparison as a picture: validation curves per group, and every seed's final test metric.
+(`plot_over_training`, at the end: each step's difference at every shared evaluation, for --plot-over-training.)
 
     left   validation metric vs step: the mean over a group's seeds, its min–max band across seeds
     right  test metric per group: one dot per seed; the mean ◆ with its bootstrap 95% interval (thick, inside
@@ -274,3 +275,67 @@ def _wants_log_scale(comparison: Comparison) -> bool:
     if comparison.higher_is_better or not values or min(values) <= 0:
         return False
     return max(values) / min(values) > 30
+
+
+# -- the verdict over training ------------------------------------------------------------------------------
+
+
+def plot_over_training(comparison: Comparison, path: Path):
+    """Each step's difference of validation means (deeper − shallower) with its Welch 95% interval, at every
+    evaluation its runs share: against training steps (left) and against sequences seen (right; time steps
+    seen when every run shares task.seq_len). Filled markers: beyond seed noise there (Holm over the steps at
+    that evaluation). Returns the matplotlib Figure."""
+    path = Path(path)
+    check_plot_path(path)
+    steps = [s for s in comparison.steps if s.over_training]
+    if not steps:
+        raise UserError(f"--plot-over-training {path}: no step with an evaluation shared by all its runs "
+                        "(it needs two groups whose runs logged validation rows at the same steps)")
+    from matplotlib.figure import Figure
+
+    from lstmlab.analysis.compare.analysis import step_label
+
+    figure = Figure(figsize=(12, 5), layout="constrained")
+    by_step, by_seen = figure.subplots(1, 2, sharey=True)
+    metric = comparison.metric or "metric"
+    seen_kind = "characters" if all(p.characters for s in steps for p in s.over_training) else "sequences"
+    for i, step in enumerate(steps):
+        color = f"C{i % 10}"
+        points = step.over_training
+        seen = [getattr(p, seen_kind) for p in points]
+        for axes, xs in ((by_step, [p.step for p in points]), (by_seen, seen)):
+            if any(x is None for x in xs):
+                continue
+            axes.plot(xs, [p.difference for p in points], color=color, label=step_label(step.axis, step.lower,
+                                                                                        step.upper))
+            with_ci = [(x, p) for x, p in zip(xs, points, strict=True) if p.ci95 is not None]
+            if with_ci:
+                axes.fill_between([x for x, _ in with_ci], [p.ci95[0] for _, p in with_ci],
+                                  [p.ci95[1] for _, p in with_ci], color=color, alpha=0.18, linewidth=0)
+            clear = [(x, p.difference) for x, p in zip(xs, points, strict=True) if p.verdict in ("better", "worse")]
+            unclear = [(x, p.difference) for x, p in zip(xs, points, strict=True)
+                       if p.verdict not in ("better", "worse")]
+            for marks, face in ((clear, color), (unclear, "white")):
+                if marks:
+                    axes.scatter(*zip(*marks, strict=True), color=color, facecolor=face, s=22, zorder=3)
+    direction = "higher" if comparison.higher_is_better else "lower"
+    order = "deeper − shallower" if comparison.by[0] == "model.layers" else f"next − previous {comparison.by[0]}"
+    by_step.set_ylabel(f"mean validation {metric}: {order} ({direction} is better)")
+    by_step.set_xlabel("training step")
+    by_seen.set_xlabel(f"{'time steps (batch × seq_len × step)' if seen_kind == 'characters' else 'sequences'} seen")
+    if not by_seen.lines:
+        by_seen.text(0.5, 0.5, "batch size differs between groups or is unknown:\nno common axis of data seen",
+                     ha="center", va="center", transform=by_seen.transAxes, color="0.4")
+    for axes in (by_step, by_seen):
+        axes.axhline(0.0, color="0.3", linewidth=0.8)
+        axes.grid(alpha=0.3)
+    by_step.legend(fontsize="small")
+    figure.suptitle(f"{comparison.task}: {comparison.by[0]} steps over training — difference of validation means "
+                    "with Welch 95% interval; filled = beyond seed noise (Holm over the steps at each evaluation)",
+                    fontsize="medium")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, dpi=110)
+    except OSError as e:
+        raise UserError(f"--plot-over-training {path}: cannot write the file: {e.strerror or e}") from None
+    return figure

@@ -53,6 +53,7 @@ class RunRecord:
     baselines: dict[str, float] = field(default_factory=dict, repr=False)
     solve_threshold: float | None = None
     wall_s: float | None = None
+    converged: bool | None = None  # summary.json's converged (lstmlab.run.convergence); None: not recorded
     _curve: list[tuple[int, float]] | None = field(default=None, repr=False)
 
     @property
@@ -115,6 +116,7 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {  # the summary fields compare reads
     "params": (int,), "hidden_size": (int,), "baseline": (int, float), "baselines": (dict,),
     "solve_threshold": (int, float), "solved": (bool,), "wall_s": (int, float), "test": (dict,),
     "test_metric": (int, float), "best_val": (dict,), "step": (int,), "steps": (int,), "error": (str,),
+    "converged": (bool,),
 }
 TYPE_NAMES = {str: "text", bool: "true or false", int: "an integer", float: "a number", dict: "an object"}
 
@@ -183,6 +185,7 @@ def _fill_completed(record: RunRecord, summary: dict) -> None:
     record.baselines = summary.get("baselines") or {}
     record.solve_threshold = summary.get("solve_threshold")
     record.wall_s = summary.get("wall_s")
+    record.converged = summary.get("converged")
     solved = summary.get("solved")
     if solved is None and record.solve_threshold is not None and record.higher_is_better is not None:
         threshold = record.solve_threshold

@@ -15,7 +15,7 @@ import json
 import math
 from typing import Any
 
-from lstmlab.analysis.compare.analysis import Comparison, Group, fmt
+from lstmlab.analysis.compare.analysis import Comparison, Group, fmt, run_converged
 from lstmlab.errors import UserError
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -51,9 +51,10 @@ def json_object(c: Comparison) -> dict[str, Any]:
             "tuning": [{"value": cand.value, "n": len(cand.runs), "failed": cand.failed, "val_mean": cand.val_mean}
                        for cand in g.tuning.candidates] if g.tuning else None,
             "mean_ci95": s.mean_ci95, "median_ci95": s.median_ci95, "iqm": s.iqm, "iqm_ci95": s.iqm_ci95,
-            "solved_ci95": s.solved_ci95,
+            "solved_ci95": s.solved_ci95, "converged": g.n_converged, "not_converged": g.n_not_converged,
             "runs": [{"run": r.name, "path": str(r.path), "seed": r.seed, "value": r.test, "solved": r.solved,
-                      "params": r.params, "wall_s": r.wall_s, "val": r.val} for r in g.runs],
+                      "params": r.params, "wall_s": r.wall_s, "val": r.val, "converged": run_converged(r)}
+                     for r in g.runs],
         })
     steps = [{
         "axis": s.axis, "from": s.lower.key, "to": s.upper.key, "diff": s.diff, "ci95": s.ci95,
@@ -61,16 +62,28 @@ def json_object(c: Comparison) -> dict[str, Any]:
         "evidence": s.evidence, "test": s.test, "p": s.p, "p_adjusted": s.p_adjusted, "family": s.family,
         "p_solved": s.p_solved, "prob_improvement": s.prob_improvement,
         "prob_improvement_ci95": s.prob_improvement_ci95, "seeds_needed": s.seeds_needed,
+        "evidence_asked": c.evidence, "at_step": c.at_step,
+        "learned": s.learned, "over_training": [_point(p) for p in s.over_training],
+        "over_training_split": "val", "over_training_verdict": s.reading.text if s.reading else None,
+        "ordering_changes": s.reading.ordering_changes if s.reading else [],
+        "distinguishable_from": s.reading.distinguishable_from if s.reading else None,
     } for s in c.steps]
     return finite({
         "by": list(c.by),
         "metric": {"name": c.metric, "task": c.task, "higher_is_better": c.higher_is_better,
                    "baseline": c.baseline, "baselines": c.baselines, "solve_threshold": c.solve_threshold,
-                   "split": "test"},
+                   "split": c.split},
         "groups": groups,
         "steps": steps,
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in c.skipped],
     })
+
+
+def _point(p) -> dict[str, Any]:
+    """One shared evaluation step of a step's verdict over training."""
+    return {"step": p.step, "difference": p.difference, "ci95": p.ci95, "p": p.p, "p_adjusted": p.p_adjusted,
+            "family": p.family, "verdict": p.verdict, "n": list(p.n), "mean_from": p.mean_lower,
+            "mean_to": p.mean_upper, "sequences": p.sequences, "characters": p.characters}
 
 
 def finite(obj: Any) -> Any:
@@ -91,7 +104,8 @@ def header_line(c: Comparison) -> str:
     if not c.groups:
         return f"no completed runs to compare; {len(c.skipped)} run folder(s) skipped"
     direction = "higher" if c.higher_is_better else "lower"
-    parts = [f"{c.task}: test {c.metric} ({direction} is better)"]
+    what = f"test {c.metric}" if c.at_step is None else f"validation {c.metric} at step {c.at_step:,}"
+    parts = [f"{c.task}: {what} ({direction} is better)"]
     if c.baseline is not None:
         parts.append(f"trivial baseline {fmt(c.baseline)}")
     elif c.groups:
@@ -102,6 +116,8 @@ def header_line(c: Comparison) -> str:
     parts.append(f"{n_runs} run(s) in {len(c.groups)} group(s) by {', '.join(c.by)}")
     if c.tune:
         parts.append(f"{', '.join(c.tune)} tuned per group on validation {c.metric}")
+    if c.evidence != "auto":
+        parts.append(f"verdicts rest on {'the means' if c.evidence == 'means' else 'the solve rates'} (--evidence)")
     return "; ".join(parts)
 
 
@@ -120,8 +136,10 @@ def _interval(ci: tuple[float, float] | None, digits: int = 3) -> str:
 
 def _rows(c: Comparison, digits: int = 4) -> tuple[list[str], list[list[str]]]:
     """The table every text format shares: one row per group."""
+    solve_counts = any(g.n_solved is not None for g in c.groups)  # none: no threshold (an arrays task unless set)
+    convergence = any(g.n_converged is not None for g in c.groups)
     columns = [*c.by, *(f"{k} (tuned)" for k in c.tune), "n", "mean", "std", "95% CI", "IQM", "median", "best",
-               "solved", "params", "hidden"]
+               *(["solved"] if solve_counts else []), *(["converged"] if convergence else []), "params", "hidden"]
     if c.baseline is None:
         columns.append("baseline")
     rows = []
@@ -141,7 +159,8 @@ def _rows(c: Comparison, digits: int = 4) -> tuple[list[str], list[list[str]]]:
         row: list[str] = [
             *(str(g.key[k]) for k in c.by), *(_tuned_text(g, k) for k in c.tune), str(g.n), fmt(s.mean, digits),
             fmt(s.std, 3) if s.std is not None else "— (n=1)", _interval(s.mean_ci95), fmt(s.iqm, digits),
-            fmt(s.median, digits), fmt(s.best, digits), solved, params_text,
+            fmt(s.median, digits), fmt(s.best, digits), *([solved] if solve_counts else []),
+            *([_converged_text(g)] if convergence else []), params_text,
             ", ".join(map(str, g.hidden_sizes())) or "—",
         ]
         if c.baseline is None:
@@ -150,15 +169,37 @@ def _rows(c: Comparison, digits: int = 4) -> tuple[list[str], list[list[str]]]:
     return columns, rows
 
 
-def _notes(c: Comparison) -> list[str]:
+def _converged_text(group: Group) -> str:
+    """'2/3': runs converged of those whose convergence is known; '?' when none is."""
+    if group.n_converged is None:
+        return "?"
+    known = group.n_converged + group.n_not_converged
+    return f"{group.n_converged}/{known}" + ("" if known == group.n else f" (of {group.n})")
+
+
+def _over_training_lines(c: Comparison) -> list[str]:
+    return [s.reading.text for s in c.steps if s.reading is not None]
+
+
+def _notes(c: Comparison, iqm_shown: bool = True) -> list[str]:
     notes = []
     if c.groups:
-        notes.append("95% CI: percentile bootstrap of the mean (inside the metric's range; at n < 10 narrower than "
-                     "it should be); IQM: mean of the middle half; solved: count and its exact 95% interval.")
+        parts = ["95% CI: percentile bootstrap of the mean (inside the metric's range; at n < 10 narrower than it "
+                 "should be)"]
+        if iqm_shown:
+            parts.append("IQM: mean of the middle half")
+        if any(g.n_solved is not None for g in c.groups):
+            parts.append("solved: count and its exact 95% interval")
+        if any(g.n_converged is not None for g in c.groups):
+            parts.append("converged: runs whose validation curve had flattened by the end (docs/statistics.md)")
+        notes.append("; ".join(parts) + ".")
+        if c.steps:
+            notes.append("over training: the same step read on the validation split at every evaluation all its runs "
+                         "share (Welch, Holm over the steps at each evaluation).")
     if any(g.n == 1 for g in c.groups):
         notes.append("n=1 groups have no std or interval: one seed cannot show the spread between seeds.")
     notes += _tuning_notes(c)
-    warning = pooling_warning(sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())}))
+    warning = comparison_warning(c)
     if warning:
         notes.append(warning)
     for g in c.groups:
@@ -168,19 +209,21 @@ def _notes(c: Comparison) -> list[str]:
     return notes
 
 
-def pooling_warning(mixed: list[str]) -> str | None:
+def pooling_warning(mixed: list[str], by: tuple[str, ...] = (), tune: tuple[str, ...] = ()) -> str | None:
     """The warning for groups that pool runs whose configs differ in the keys `mixed` (mixed_keys), or None:
-    compare's, given the same way by every command that groups runs (inspect, export tensorboard)."""
+    compare's, given the same way by every command that groups runs (inspect, export tensorboard). The advice
+    is a set of flags that works as written: the grouping in use (`by`, `tune`) and the mixed keys."""
     if not mixed:
         return None
-    advice = (f"add --by {' --by '.join(mixed)} to separate them" if len(mixed) <= 3
+    flags = " ".join([*(f"--by {k}" for k in (*by, *mixed)), *(f"--tune {k}" for k in tune)])
+    advice = (f"use {flags} to separate them" if len(mixed) <= 3
               else "compare those experiments separately, or add --by for the keys that matter")
     return f"warning: groups pool runs whose configs differ in {', '.join(mixed)}, not only in the seed; {advice}."
 
 
 def comparison_warning(c: Comparison) -> str | None:
     """pooling_warning for a Comparison's groups (the exports group runs through compare)."""
-    return pooling_warning(sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())}))
+    return pooling_warning(sorted({k for g in c.groups for k in g.mixed(c.pooled_keys())}), c.by, c.tune)
 
 
 def _where(group: Group) -> str:
@@ -224,6 +267,7 @@ def render_markdown(c: Comparison) -> str:
         lines.append("")
     if c.steps:
         lines += [f"- {s.verdict}" for s in c.steps] + [""]
+        lines += [f"- {t}" for t in _over_training_lines(c)] + [""]
     lines += [f"_{n}_" for n in _notes(c)]
     if c.skipped:
         lines += ["", f"Skipped {len(c.skipped)} run(s):", ""] + [f"- `{s.path}`: {s.reason}" for s in c.skipped]
@@ -233,7 +277,7 @@ def render_markdown(c: Comparison) -> str:
 CSV_COLUMNS = ["n", "mean", "std", "ci95_low", "ci95_high", "median", "best", "solved", "n_solved", "params_mean",
                "params_min", "params_max", "hidden_size", "baseline", "metric", "higher_is_better",
                "mean_ci95_low", "mean_ci95_high", "median_ci95_low", "median_ci95_high", "iqm", "iqm_ci95_low",
-               "iqm_ci95_high", "solved_ci95_low", "solved_ci95_high"]
+               "iqm_ci95_high", "solved_ci95_low", "solved_ci95_high", "converged", "not_converged"]
 
 
 def render_csv(c: Comparison) -> str:
@@ -249,7 +293,7 @@ def render_csv(c: Comparison) -> str:
                *(s.ci95 or none), s.median, s.best, g.solved, g.n_solved, params.get("mean"), params.get("min"),
                params.get("max"), " ".join(map(str, g.hidden_sizes())), g.baseline(), c.metric, c.higher_is_better,
                *(s.mean_ci95 or none), *(s.median_ci95 or none), s.iqm, *(s.iqm_ci95 or none),
-               *(s.solved_ci95 or none)]
+               *(s.solved_ci95 or none), g.n_converged, g.n_not_converged]
         writer.writerow(["" if v is None else v for v in row])
     return buffer.getvalue()
 
@@ -261,7 +305,8 @@ def render_table(c: Comparison):
     from rich.text import Text
 
     columns, rows = _rows(c, digits=3)
-    if all(g.n <= 2 for g in c.groups):  # the median and IQM of two values are their mean: give the width to the rest
+    iqm_shown = not all(g.n <= 2 for g in c.groups)
+    if not iqm_shown:  # the median and IQM of two values are their mean: give the width to the rest
         keep = [i for i, name in enumerate(columns) if name not in ("median", "IQM")]
         columns, rows = [columns[i] for i in keep], [[row[i] for i in keep] for row in rows]
     keys = len(c.by) + len(c.tune)
@@ -273,7 +318,8 @@ def render_table(c: Comparison):
         table.add_row(*row)
     parts: list[Any] = [Text(header_line(c), style="bold")] + ([table] if rows else [])
     parts += [Text(s.verdict) for s in c.steps]
-    parts += [Text(n, style="yellow" if n.startswith("warning") else "dim") for n in _notes(c)]
+    parts += [Text(t) for t in _over_training_lines(c)]
+    parts += [Text(n, style="yellow" if n.startswith("warning") else "dim") for n in _notes(c, iqm_shown)]
     if c.skipped:
         parts.append(Text(f"skipped {len(c.skipped)} run(s):", style="yellow"))
         parts += [Text(f"  {s.path}: {s.reason}") for s in c.skipped]

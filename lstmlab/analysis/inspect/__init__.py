@@ -192,7 +192,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
         runs = grouped[key]
         groups.append({"key": dict(zip(by, key, strict=True)), "n": len(runs), **combine(runs), "runs": runs})
     skipped.sort(key=lambda s: s["path"])
-    warning = pooling_warning(sorted({k for group in flats.values() for k in mixed_keys(group)}))
+    warning = pooling_warning(sorted({k for group in flats.values() for k in mixed_keys(group)}), tuple(by))
     if warning:
         log(warning)
     return {"by": list(by), "split": split, "batch": batch, "groups": groups, "skipped": skipped,
