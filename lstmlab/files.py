@@ -11,11 +11,15 @@ that names it, and the command line says so in one line with exit code 2.
     load_torch(path, map_location) a torch.save file, weights only
 
 and every folder it writes into is made by `make_folder`, which says which folder cannot be made or
-written, and which flag chose it.
+written, and which flag chose it. A file opened for writing in place inside a run or data folder (a lock, an
+appended CSV) is opened by `open_for_writing`, which never follows a symbolic link planted there and refuses
+anything but a regular file with one name; files replaced whole are written beside and renamed over
+(`os.replace` replaces a link, it does not write through it).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -55,6 +59,14 @@ def make_folder(path: str | Path, flag: str = "") -> Path:
     return path
 
 
+class UnwritableFile(UserError):
+    """A file lstmlab must write in place is a symbolic link, a FIFO, a hard link or cannot be opened."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
+
+
 _KINDS = {stat.S_ISDIR: "a folder", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
           stat.S_ISFIFO: "a FIFO (named pipe)", stat.S_ISSOCK: "a socket"}
 
@@ -74,6 +86,39 @@ def check_regular(path: str | Path) -> os.stat_result:
         kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a regular file")
         raise UnreadableFile(path, f"is {kind}, not a file")
     return info
+
+
+def open_for_writing(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """`os.open(path, flags, mode)` for a file written in place inside a run or data folder, where others may
+    plant names: O_NOFOLLOW refuses a symbolic link (ELOOP) instead of writing its target, O_NONBLOCK keeps a
+    FIFO from blocking the open, and the file opened must be a regular file with one name (a hard link to a
+    file elsewhere is refused too). Returns a blocking file descriptor; UnwritableFile naming `path` else."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            info = None
+        if e.errno == errno.ELOOP or (info is not None and stat.S_ISLNK(info.st_mode)):
+            raise UnwritableFile(path, "is a symbolic link; lstmlab writes only its own regular files here and never "
+                                       "through a link (remove the link)") from None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a regular file")
+            raise UnwritableFile(path, f"is {kind}, not a file lstmlab wrote (remove it)") from None
+        raise UnwritableFile(path, f"cannot be written ({os_problem(e)})") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {next((n for t, n in _KINDS.items() if t(info.st_mode)), 'not a regular file')}"
+    elif info.st_nlink > 1:
+        problem = f"is a hard link ({info.st_nlink} names for one file)"
+    if problem:
+        os.close(fd)
+        raise UnwritableFile(path, f"{problem}, not a file lstmlab wrote; lstmlab does not write through it "
+                                   "(remove it)")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def read_bytes(path: str | Path, limit: int | None = None) -> bytes:

@@ -165,3 +165,135 @@ def test_a_pack_that_does_not_fit_is_refused_naming_the_keys(tmp_path, monkeypat
     with pytest.raises(memory.TooBig, match=r"model.hidden_size=8, model.layers=1, train.batch_size=16, "
                                             r"task.seq_len=8: the run \(4 runs packed together\) needs about"):
         memory.check_run(cfg, dataset, torch.device("cpu"), members=4)
+
+
+# -- shared folders: names planted by someone else ------------------------------------------------------
+
+
+def test_a_lock_planted_as_a_symlink_is_refused_and_its_target_kept(tmp_path):
+    """Before: `train` opened runs/.../.lock through the link and truncated its target (exit 0)."""
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET\n")
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    run.mkdir(parents=True)
+    (run / ".lock").symlink_to(secret)
+    result = runner.invoke(app, tiny_args(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"{run / '.lock'}: is a symbolic link" in " ".join(result.output.split())
+    assert secret.read_text() == "SECRET\n"
+    assert not (run / "config.yaml").exists()
+
+
+def test_a_run_file_planted_as_a_symlink_is_neither_read_nor_written(tmp_path, monkeypatch):
+    """An interrupted run whose metrics.csv someone replaced by a link: the resume refuses the folder, naming
+    the file, and the link's target is neither written nor copied into the run folder."""
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs())
+    dirs = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", quiet=True, log=lambda _: None)
+    monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=15")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, **dirs)
+    monkeypatch.delenv("LSTMLAB_TEST_SIGNAL")
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    secret = tmp_path / "secret.csv"
+    secret.write_text("step,split\n1,SECRET\n")
+    (run / "metrics.csv").unlink()
+    (run / "metrics.csv").symlink_to(secret)
+    result = runner.invoke(app, tiny_args(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"{run / 'metrics.csv'} is a symbolic link" in " ".join(result.output.split())
+    assert secret.read_text() == "step,split\n1,SECRET\n" and (run / "metrics.csv").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "diagnostics.csv"])
+def test_appending_rows_never_writes_through_a_link_or_into_a_fifo(tmp_path, name):
+    from lstmlab.errors import UserError
+    from lstmlab.files import UnwritableFile
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("step\n")
+    (run.path / name).symlink_to(secret)
+    with pytest.raises(UnwritableFile, match="is a symbolic link"):
+        run.append_metrics([{"step": 1}], ["step"], name)
+    assert secret.read_text() == "step\n"
+    (run.path / name).unlink()
+    os.mkfifo(run.path / name)  # no reader: an open that blocked would hang here
+    with pytest.raises(UserError, match="FIFO"):  # refused by the read of its header or by the open
+        run.append_metrics([{"step": 1}], ["step"], name)
+    (run.path / name).unlink()
+    os.link(secret, run.path / name)  # a hard link to a file elsewhere
+    with pytest.raises(UnwritableFile, match="hard link"):
+        run.append_metrics([{"step": 1}], ["step"], name)
+    assert secret.read_text() == "step\n"
+
+
+def test_a_dataset_lock_planted_as_a_symlink_creates_nothing(tmp_path):
+    """The generation lock beside a dataset: a dangling link there made `generate-data` create its target."""
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs()).task
+    folder = dataset_dir(cfg, tmp_path / "data")
+    folder.parent.mkdir()
+    target = tmp_path / "elsewhere" / "created-by-lstmlab"
+    target.parent.mkdir()
+    (folder.parent / f".{folder.name}.lock").symlink_to(target)
+    result = runner.invoke(app, ["generate-data", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    assert f".{folder.name}.lock: is a symbolic link" in " ".join(result.output.split())
+    assert not target.exists() and not folder.exists()
+
+
+def test_a_dataset_is_written_in_a_folder_only_its_writer_can_enter(tmp_path, monkeypatch):
+    """While a dataset is written, its staging folder is mode 0700 (no one else plants a link in it), and
+    the finished folder gets the umask's mode."""
+    import numpy as np
+
+    from lstmlab.tasks import datasets
+
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs()).task
+    modes = []
+    real_save = np.save
+
+    def save(path, *args, **kwargs):
+        modes.append(stat.S_IMODE(Path(path).parent.stat().st_mode))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.np, "save", save)
+    previous = os.umask(0o002)  # a shared, group-writable data folder
+    try:
+        folder = generate(cfg, tmp_path / "data")
+    finally:
+        os.umask(previous)
+    assert modes and set(modes) == {0o700}
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o775
+
+
+def test_force_deletes_only_a_dataset_folder(tmp_path):
+    """Runs and data in one folder, and an experiment named like the dataset's folder: `generate-data
+    --force` deleted the runs. Now only a folder holding a dataset's files and meta.json is replaced."""
+    cfg_path = write_config(tmp_path / "c.yaml", TINY)
+    shared = tmp_path / "shared"
+    folder = dataset_dir(next(load_config(cfg_path).runs()).task, shared)
+    base = ["--runs-dir", str(shared), "--data-dir", str(shared), "-q"]
+    assert runner.invoke(app, ["train", str(cfg_path), *base]).exit_code == 0
+    result = runner.invoke(app, ["train", str(cfg_path), *base, "--set", f"experiment={folder.name}"])
+    assert result.exit_code == 0, result.output
+    runs = folder / "L1-lstm-s0"
+    assert (runs / "summary.json").exists()
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(shared), "--force"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder} holds folders or links" in " ".join(result.output.split())
+    assert (runs / "summary.json").exists() and (folder / "meta.json").exists()
+    # an experiment folder where the dataset would be (no meta.json): refused too
+    other = tmp_path / "other"
+    experiment = dataset_dir(next(load_config(cfg_path).runs()).task, other)
+    (experiment / "L1-lstm-s0").mkdir(parents=True)
+    (experiment / "notes.txt").write_text("mine")
+    (experiment / "L1-lstm-s0").rmdir()
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(other), "--force"])
+    assert result.exit_code == 2 and f"{experiment} has no meta.json" in " ".join(result.output.split())
+    assert (experiment / "notes.txt").read_text() == "mine"
+    # a dataset is replaced
+    (runs.parent / "L1-lstm-s0").rename(tmp_path / "moved")
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(shared), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "meta.json").exists() and not (folder / "L1-lstm-s0").exists()
