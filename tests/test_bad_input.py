@@ -135,6 +135,47 @@ def dataset(what: str):
     return make
 
 
+def arrays_file(what: str):
+    """A scenario: task.path names a hostile .npz (or a FIFO); the message must name the file (and key)."""
+
+    def make(tmp: Path):
+        import io
+        import zipfile
+
+        import numpy as np
+
+        path = tmp / "mine.npz"
+        y = np.zeros(20, np.int64)
+        y[::2] = 1
+        x = np.zeros((20, 4, 1), np.float32)
+        named = [str(path)]
+        if what == "class 2^40":
+            np.savez(path, inputs=x, targets=y * 2**40)
+            named.append("key 'targets' holds classes id 1099511627776")
+        elif what == "uint64 token":
+            np.savez(path, inputs=np.full((20, 4), 2**64 - 1, np.uint64), targets=y)
+            named.append("key 'inputs' holds tokens id 18446744073709551615")
+        elif what in ("no steps", "no features"):
+            np.savez(path, inputs=np.zeros((20, 0, 1) if what == "no steps" else (20, 4, 0), np.float32), targets=y)
+            named.append("key 'inputs' has shape")
+        elif what == "373 GiB header":
+            member = io.BytesIO()
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (100_000, 1_000_000, 1)})
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr("inputs.npy", member.getvalue() + bytes(16))
+                archive.writestr("targets.npy", b"")
+            named.append("372.5 GiB")
+        else:  # a FIFO
+            path = tmp / "mine.fifo.npz"
+            os.mkfifo(path)
+            named = [str(path), "FIFO"]
+        raw = with_keys(task={"name": "arrays", "path": str(path), "kind": "sequence-class"})
+        return ["train", str(write_config(tmp / "arrays.yaml", raw))], named
+
+    return make
+
+
 def generate_data(*args: str, named: tuple[str, ...] = ()):
     def make(tmp: Path):
         return ["generate-data", *args], list(named)
@@ -205,6 +246,12 @@ CASES = {
     "garbage config.yaml in the run folder": run_folder("config"),
     "truncated checkpoint.pt": run_folder("checkpoint"),
     "run folder without config.yaml": run_folder("no config"),
+    "arrays: class id 2^40": arrays_file("class 2^40"),
+    "arrays: uint64 token 2^64-1": arrays_file("uint64 token"),
+    "arrays: inputs (N, 0, 1)": arrays_file("no steps"),
+    "arrays: inputs (N, T, 0)": arrays_file("no features"),
+    "arrays: a header claiming 373 GiB": arrays_file("373 GiB header"),
+    "arrays: task.path is a FIFO": arrays_file("fifo"),
     "garbage meta.json": dataset("meta"),
     "truncated dataset array": dataset("array"),
     # other commands
