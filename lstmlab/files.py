@@ -52,6 +52,8 @@ def make_folder(path: str | Path, flag: str = "") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if path.exists() and not path.is_dir():
+            raise UnwritableFolder(f"cannot make the folder {path}{where}: a file of that name is there") from None
         culprit = f": {e.filename}" if e.filename and str(e.filename) != str(path) else ""
         raise UnwritableFolder(f"cannot make the folder {path}{where}: {os_problem(e)}{culprit}") from None
     if not os.access(path, os.W_OK | os.X_OK):
@@ -224,6 +226,15 @@ def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     check_regular(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise UnreadableFile(path, f"cannot be read as a checkpoint (truncated or not one: {e})") from None
+        # torch's message goes on to advise weights_only=False: for a file of unknown origin that runs its code
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if "weights_only" not in line
+                       and not line.startswith("Check the documentation")), "objects other than tensors")
+        raise UnreadableFile(path, f"refused: it holds Python objects that no lstmlab checkpoint holds ({detail}); "
+                                   "lstmlab loads checkpoints as weights only, so no code in a file runs") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise UnreadableFile(path, f"cannot be read as a checkpoint (truncated or not one: "
                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

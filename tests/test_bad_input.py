@@ -317,3 +317,83 @@ def test_yaml_merge_keys_still_override(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text("base: &b {layers: 1, hidden_size: 8}\nmodel:\n  <<: *b\n  layers: 2\n")
     assert read_yaml(path)["model"] == {"layers": 2, "hidden_size": 8}
+
+
+class _RunsCode:
+    """Unpickled, it would make a folder: what a planted checkpoint could do instead."""
+
+    def __init__(self, folder: Path):
+        self.folder = str(folder)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.folder,))
+
+
+def test_a_checkpoint_with_code_is_refused_without_advising_to_load_it_anyway(tmp_path):
+    """torch's refusal advises rerunning with weights_only=False: for a file of unknown origin that runs its code."""
+    import torch
+
+    path = write_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(next(load_config(path).runs()).dump_yaml())
+    (run / "summary.json").write_text('{"status": "interrupted"}')
+    torch.save({"step": 1, "model": _RunsCode(tmp_path / "pwned")}, run / "checkpoint.pt")
+    result = runner.invoke(app, ["train", str(path), "-q", "--runs-dir", str(tmp_path / "runs"),
+                                 "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"{run / 'checkpoint.pt'}: refused: it holds Python objects that no lstmlab checkpoint holds" in output
+    assert "posix.mkdir" in output and "--restart" in output
+    assert "weights_only" not in output and "Re-running" not in output
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.fixture(scope="module")
+def charlm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("charlm")
+    (root / "text.txt").write_text("a small text to learn from.\n" * 40)
+    raw = with_keys(experiment="lm", task={"name": "charlm", "text": [str(root / "text.txt")], "seq_len": 8,
+                                           "n_train": 32, "n_val": 8, "n_test": 8})
+    result = runner.invoke(app, ["train", str(write_config(root / "lm.yaml", raw)), "-q", "--runs-dir",
+                                 str(root / "runs"), "--data-dir", str(root / "data")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--temperature", "inf"], "--temperature: a finite number ≥ 0 (got inf)"),
+    (["--temperature", "1e400"], "--temperature: a finite number ≥ 0 (got inf)"),
+    (["--seed", str(10**23)], f"--seed: an integer from 0 to {2**63 - 1} (got {10**23})"),
+    (["--seed", "-1"], "--seed: an integer from 0 to"),
+])
+def test_sample_refuses_values_it_cannot_use(charlm_run, args, named):
+    run = charlm_run / "runs" / "lm" / "L1-lstm-s0"
+    result = runner.invoke(app, ["sample", str(run), "--data-dir", str(charlm_run / "data"), "--chars", "5", *args])
+    assert result.exit_code == 2, result.output
+    assert named in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_sample_at_a_tiny_temperature_takes_the_most_likely_character(charlm_run):
+    """softmax(z / 1e-320) overflowed to nan; it is the greedy choice in the limit."""
+    run = charlm_run / "runs" / "lm" / "L1-lstm-s0"
+    base = ["sample", str(run), "--data-dir", str(charlm_run / "data"), "--chars", "20", "--seed", "1"]
+    tiny = runner.invoke(app, [*base, "--temperature", "1e-320"])
+    assert tiny.exit_code == 0, tiny.output
+    assert tiny.stdout == runner.invoke(app, [*base, "--temperature", "0"]).stdout
+
+
+def test_export_tensorboard_into_a_file_names_it(tiny_study, tmp_path):
+    file = tmp_path / "not-a-folder"
+    file.write_text("mine")
+    result = runner.invoke(app, ["export", "tensorboard", str(tiny_study), "--logdir", str(file)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot make the folder {file} (chosen by --logdir): a file of that name is there" in \
+        " ".join(result.output.split())
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "tiny").write_text("mine")  # where the experiment's folder would go
+    result = runner.invoke(app, ["export", "tensorboard", str(tiny_study), "--logdir", str(tmp_path / "logs")])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {tmp_path / 'logs' / 'tiny'}" in " ".join(result.output.split())
+    assert file.read_text() == "mine" and (tmp_path / "logs" / "tiny").read_text() == "mine"
