@@ -167,6 +167,44 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_VALUES = 100_000  # values that aliases may add to a YAML document, counted at each use
+
+
+def _alias_values(root: yaml.Node) -> int:
+    """How many values the aliases of `root` add once expanded: the nodes it stands for, counted at each use,
+    minus the nodes written. Memoised per node, so counting is linear in the nodes written; an alias inside
+    the node it names (a recursive document) counts as endless."""
+    endless = 10**30
+    sizes: dict[int, int | None] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            known = sizes[id(node)]
+            return endless if known is None else known  # None: still being counted
+        sizes[id(node)] = None
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, endless)
+        return sizes[id(node)]
+
+    return size(root) - len(sizes)
+
+
+def _compose_document(self):
+    """Refuse a document whose aliases add more than MAX_YAML_VALUES values (a 'billion laughs' bomb) before
+    any of it is built: expanded, nine levels of nine aliases are 9^9 values."""
+    node = yaml.composer.Composer.compose_document(self)
+    if node is not None and _alias_values(node) > MAX_YAML_VALUES:
+        raise yaml.composer.ComposerError(None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} "
+                                          "values (an alias bomb?); write the values out", node.start_mark)
+    return node
+
+
+_Loader.compose_document = _compose_document
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(

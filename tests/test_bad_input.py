@@ -183,6 +183,10 @@ def generate_data(*args: str, named: tuple[str, ...] = ()):
     return make
 
 
+# nine-fold aliases six levels deep: 9^6 = 531,441 values from 60 written (flow style: one line)
+ALIAS_BOMB = "&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcde", "bcdef", strict=True))
+
 CASES = {
     # config files
     "binary config": config_text(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(32))),
@@ -211,7 +215,22 @@ CASES = {
     "sweep of an unknown key": config(with_keys(sweep={"model.nope": [1]}), "sweep key 'model.nope'"),
     "unknown model type": config(with_keys(model={"type": "lstmx"}), "model.type"),
     "task key of another task": config(with_keys(task={"vocab": 3}), "task.vocab: unknown key"),
+    "threads beyond the CPUs": config(with_keys(train={"threads": 100000}), "train.threads: at most the"),
+    "an alias bomb as a sweep value": config_text(
+        "experiment: x\ntask: {name: adding}\nsweep:\n  model.layers:\n    - - "
+        + ALIAS_BOMB.replace(", &", "\n      - &")),
     # flags
+    "--set threads beyond the CPUs": flags("--set", "train.threads=100000",
+                                           named=("--set train.threads=100000: train.threads: at most the",)),
+    "--set a sweep axis that is no list": flags("--set", "sweep.model.layers=3",
+                                                named=("--set sweep.model.layers=3: sweep.model.layers",)),
+    "--set a sweep axis of an unknown key": flags("--set", "sweep.model.nope=[1,2]",
+                                                  named=("--set sweep.model.nope=[1,2]: sweep key 'model.nope'",)),
+    "--sweep an unknown key": flags("--sweep", "model.nope=1,2", named=("--sweep model.nope=1,2: sweep key",)),
+    "--set a list of 100,000 values": flags("--set", f"model.layers={list(range(100_000))}",
+                                            named=("--set model.layers=[0, 1, 2,", "model.layers")),
+    "--set an alias bomb": flags("--set", f"model.layers=[{ALIAS_BOMB}]",
+                                 named=("aliases expand to more than 100,000 values",)),
     "--set typo": flags("--set", "model.layerz=2", named=("--set model.layerz=2: model.layerz: unknown key",)),
     "--set non-number": flags("--set", "train.lr=fast", named=("--set train.lr=fast: train.lr",)),
     "--set overflow seed": flags("--set", "train.seed=100000000000000000000",
@@ -275,6 +294,7 @@ def test_bad_input_exits_2_naming_the_file_or_key_without_a_traceback(tmp_path, 
     for name in named:
         assert " ".join(name.split()) in output, (name, result.output)
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.output) < 3000, "a message echoes a value in full"
 
 
 def test_the_corpus_is_large_enough():

@@ -297,3 +297,48 @@ def test_force_deletes_only_a_dataset_folder(tmp_path):
     result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(shared), "--force"])
     assert result.exit_code == 0, result.output
     assert (folder / "meta.json").exists() and not (folder / "L1-lstm-s0").exists()
+
+
+# -- sweeps too large to walk --------------------------------------------------------------------------------
+
+
+def test_a_sweep_of_a_billion_points_is_refused_at_once(tmp_path):
+    """1000 × 1000 × 1000: every point was walked before planning (no output, no refusal after 60 s)."""
+    import time
+
+    values = ",".join(map(str, range(1, 1001)))
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={values}",
+                            "--sweep", f"train.lr={values}", "--sweep", f"model.hidden_size={values}")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - start < 30
+    message = " ".join(result.stderr.split())
+    assert ("sweep: 1,000,000,000 points (train.seed 1000 (--sweep) × train.lr 1000 (--sweep) × model.hidden_size "
+            "1000 (--sweep)) is more than the limit of 10,000 runs in one sweep") in message
+    assert "LSTMLAB_MAX_SWEEP_POINTS=N" in message and "Traceback" not in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_sweep_limit_can_be_raised_and_a_large_sweep_says_what_it_does(tmp_path):
+    """LSTMLAB_MAX_SWEEP_POINTS raises the limit; a sweep of thousands of points says it is checking them
+    before the minutes of silence that follow (a real process, read line by line, then stopped)."""
+    import select
+    import signal
+
+    seeds = ",".join(map(str, range(20_000)))
+    env = {**os.environ, "LSTMLAB_MAX_SWEEP_POINTS": "nope"}
+    bad = subprocess.run([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={seeds}")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "LSTMLAB_MAX_SWEEP_POINTS=nope: expected a positive integer" in bad.stderr
+    env["LSTMLAB_MAX_SWEEP_POINTS"] = "20000"
+    proc = subprocess.Popen([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={seeds}")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready, "nothing said within 30 s"
+        line = proc.stderr.readline()
+        assert line.startswith("checking the sweep's 20,000 points"), line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
