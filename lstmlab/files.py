@@ -19,6 +19,7 @@ anything but a regular file with one name; files replaced whole are written besi
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -121,6 +122,30 @@ def open_for_writing(path: str | Path, flags: int, mode: int = 0o666) -> int:
                                    "(remove it)")
     os.set_blocking(fd, True)
     return fd
+
+
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """Re-raise an OSError of the block that names no file (a write's ENOSPC does not) with `path` as its
+    filename, so that 'No space left on device' says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_hint(error: BaseException) -> str:
+    """What to do about a full disk (or quota) `error`, to follow its message; '' for any other error."""
+    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
+        return ""
+    where = f" holding {Path(error.filename).parent}" if error.filename else ""
+    return (f"; the disk{where} is full: free space on it and run the same command again, and the run resumes "
+            "from its last checkpoint (or starts over if it has none)")
 
 
 def read_bytes(path: str | Path, limit: int | None = None) -> bytes:

@@ -45,3 +45,10 @@ def tmpfs(folder, size: str) -> str:
 def read_only(folder) -> str:
     """Shell: `folder` made read-only (a read-only bind mount of itself)."""
     return f"mount --bind '{folder}' '{folder}'\nmount -o remount,bind,ro '{folder}'"
+
+
+def shell_in(script: str, *, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """A shell `script` in a private mount namespace ($PYTHON is this interpreter)."""
+    need_mounts()
+    return subprocess.run(["unshare", "-m", "sh", "-c", f"PYTHON='{sys.executable}'\n{script}"],
+                          capture_output=True, text=True, cwd=cwd, timeout=timeout)

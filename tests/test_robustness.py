@@ -342,3 +342,33 @@ def test_the_sweep_limit_can_be_raised_and_a_large_sweep_says_what_it_does(tmp_p
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_file_and_a_rerun_resumes(tmp_path):
+    """Run folders on a real 32 KiB tmpfs: the first checkpoint does not fit. The run fails (exit 1) naming
+    the file and saying that a rerun resumes; with room made (the tmpfs grown), the same command completes."""
+    from mounts import shell_in, tmpfs
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = " ".join(f"'{a}'" for a in tiny_args(tmp_path))
+    args = args.replace(f"'{tmp_path / 'runs'}'", f"'{disk / 'runs'}'")
+    assert runner.invoke(app, ["generate-data", str(tmp_path / "tiny.yaml"), "--data-dir",
+                               str(tmp_path / "data")]).exit_code == 0  # the data is not on the small disk
+    result = shell_in(f"""{tmpfs(disk, "32k")}
+"$PYTHON" -m lstmlab {args}; echo "first exit $?"
+mount -o remount,size=4m '{disk}'
+"$PYTHON" -m lstmlab {args}; echo "second exit $?"
+cat '{disk}/runs/tiny/L1-lstm-s0/summary.json'""")
+    out = result.stdout
+    first, second = out.split("first exit ")[1].split("\n", 1)[0], out.split("second exit ")[1].split("\n", 1)[0]
+    assert first == "1", result.stdout + result.stderr
+    run = disk / "runs" / "tiny" / "L1-lstm-s0"
+    message = " ".join(out.split())
+    assert f"L1-lstm-s0: failed — OSError: [Errno 28] No space left on device: '{run / 'checkpoint.pt'}'" in message
+    assert f"the disk holding {run} is full: free space on it and run the same command again" in message
+    assert "Traceback" not in result.stderr
+    assert second == "0" and '"status": "completed"' in out

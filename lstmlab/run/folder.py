@@ -114,7 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with files.naming(path), os.fdopen(fd, "wb") as f:  # ENOSPC names the file
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -303,7 +303,8 @@ class RunFolder:
             writer.writeheader()
         for row in rows:
             writer.writerow({k: _format(row.get(k)) for k in columns})
-        with os.fdopen(files.open_for_writing(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a") as f:  # whole lines
+        fd = files.open_for_writing(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with files.naming(path), os.fdopen(fd, "a") as f:  # one write of whole lines; ENOSPC names the file
             f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())
