@@ -400,7 +400,9 @@ def apply_overrides(
     for text in overrides:
         key, value = parse_assignment(text, "--set")
         if key.startswith("sweep."):  # a sweep key is dotted itself: --set sweep.model.layers=[1,2]
-            if not isinstance(raw.setdefault("sweep", {}), dict):
+            if raw.get("sweep") is None:  # `sweep:` left empty in the file
+                raw["sweep"] = {}
+            if not isinstance(raw["sweep"], dict):
                 raise ConfigError(f"--set {text}: sweep is not a mapping of dotted keys to lists in the config")
             raw["sweep"][key.removeprefix("sweep.")] = parse_scalar(value)
             continue

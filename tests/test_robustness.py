@@ -372,3 +372,14 @@ cat '{disk}/runs/tiny/L1-lstm-s0/summary.json'""")
     assert f"the disk holding {run} is full: free space on it and run the same command again" in message
     assert "Traceback" not in result.stderr
     assert second == "0" and '"status": "completed"' in out
+
+
+def test_set_on_a_sweep_key_sets_that_axis(tmp_path):
+    """`--set sweep.model.layers=[1,2]` was read as sweep → model → layers and blamed on the config file."""
+    config = tmp_path / "tiny.yaml"
+    write_config(config, TINY)
+    config.write_text(config.read_text() + "sweep:\n")  # left empty
+    result = runner.invoke(app, ["train", str(config), "--set", "sweep.model.layers=[1,2]", "--print-config",
+                                 "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert [d["model"]["layers"] for d in yaml.safe_load_all(result.stdout)] == [1, 2]
