@@ -88,7 +88,10 @@ def user_errors(command):
                 import traceback
 
                 traceback.print_exc()
-            _console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
+            message = str(e)
+            if len(message) > 2000:  # no message is a wall: each echoed value is capped, and so is the whole
+                message = f"{message[:1500]} ... ({len(message) - 1800:,} characters left out) ... {message[-300:]}"
+            _console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", markup=True)
             raise typer.Exit(2) from None
         except BrokenPipeError:
             _stdout_to_devnull()
@@ -179,6 +182,9 @@ def train(
     sweep = [*(sweep or []), *seed_sweep(seeds, sweep or [], set_ or [])]
     cfg = load_config(config, set_ or [], sweep)
     console = _console()
+    if cfg.sweep_points() >= 1000:  # each point is checked before any run starts: say so, it takes a while
+        _console(stderr=True).print(f"checking the sweep's {cfg.sweep_points():,} points (each is validated before "
+                                    "any run starts) ...", markup=False)
     for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
         _console(stderr=True).print(f"note: {note}", markup=False)
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back

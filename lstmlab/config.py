@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import re
+import reprlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -88,7 +90,8 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast matmuls to bfloat16 (CUDA only; parameters stay float32)."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch. null: torch's default.")
+    threads: int | None = Field(None, ge=1, description="CPU threads for torch, at most the CPUs this process may "
+                                "run on. null: torch's default.")
     steps: int = Field(2000, ge=1, description="Optimizer steps: the training budget.")
     batch_size: int = Field(64, ge=1, description="Sequences per optimizer step.")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every N steps.")
@@ -117,6 +120,26 @@ class TrainConfig(Section):
     early_stop_patience: int | None = Field(
         None, ge=1, description="Stop after this many evaluations without improvement. null: never."
     )
+
+
+    @field_validator("threads")
+    @classmethod
+    def _threads_fit(cls, value: int | None) -> int | None:
+        cpus = available_cpus()
+        if value is not None and value > cpus:  # 100000 threads ended in a segfault, the run left `running`
+            raise ValueError(f"at most the {cpus} CPU(s) this process may run on; "
+                             "null lets torch choose")
+        return value
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask: what a container or taskset leaves it)."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 class ExperimentConfig(Section):
@@ -176,8 +199,12 @@ class ExperimentConfig(Section):
             where = []
             for (key, _), value in zip(axes, values, strict=True):
                 set_dotted(point, key, value)
-                where.append(f"{key}={value}")
+                where.append(f"{key}={echo(value, str)}")
             yield validate(point, source="sweep point " + ", ".join(where))
+
+    def sweep_points(self) -> int:
+        """How many points the sweep has: the product of its axes' lengths (repeats included)."""
+        return math.prod(len(values) for values in self.sweep.values())
 
     def dump_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -214,14 +241,14 @@ def parse_scalar(text: str) -> Any:
     try:
         return load_yaml(text) if text != "" else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value {text!r} as YAML: {str(e).splitlines()[0]}") from None
+        raise ConfigError(f"cannot parse value {echo(text)} as YAML: {echo(str(e).splitlines()[0], str)}") from None
 
 
 def parse_assignment(text: str, flag: str = "--set") -> tuple[str, str]:
     key, sep, value = text.partition("=")
     key = key.strip()
     if not sep or not key or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", key):
-        raise ConfigError(f"malformed {flag} {text!r}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
+        raise ConfigError(f"malformed {flag} {echo(text)}: expected KEY=VALUE with a dotted key, e.g. train.lr=3e-4")
     return key, value
 
 
@@ -229,7 +256,7 @@ def split_sweep_values(text: str, key: str = "KEY") -> list[Any]:
     """`--sweep KEY=1,2,3` values: comma-separated YAML scalars."""
     values = [parse_scalar(v.strip()) for v in text.split(",")]
     if any(v == "" for v in values):
-        raise ConfigError(f"--sweep {key}={text}: an empty value in the list; give comma-separated values, "
+        raise ConfigError(f"--sweep {key}={echo(text, str)}: an empty value in the list; give comma-separated values, "
                           f"e.g. --sweep {key}=1,2")
     return values
 
@@ -267,6 +294,20 @@ def _section_model(key: str, raw: dict) -> type[BaseModel] | None:
     return model
 
 
+ECHO_LIMIT = 200  # characters of a value that a message repeats
+_REPR = reprlib.Repr()  # containers shown from their first items and levels, never spelled out in full
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 10
+_REPR.maxstring = _REPR.maxother = ECHO_LIMIT
+_REPR.maxlevel = 3  # at most 10 + 10² + 10³ items, then ...
+
+
+def echo(value: Any, show=repr) -> str:
+    """A value as a message repeats it: at most ECHO_LIMIT characters (a list of a million values is not
+    spelled out; `show` is repr, or str for a scalar written as in `key=value`)."""
+    text = show(value) if show is str and not isinstance(value, (list, tuple, dict, set)) else _REPR.repr(value)
+    return text if len(text) <= ECHO_LIMIT else f"{text[:ECHO_LIMIT]}..."
+
+
 def format_error(error: dict, raw: dict) -> str:
     key = _loc_to_key(error["loc"])
     kind = error["type"]
@@ -283,7 +324,7 @@ def format_error(error: dict, raw: dict) -> str:
     if kind == "value_error" and field and _section_model(f"{key}.{field[1]}", raw) is not None:
         return f"{key}.{message}"  # a section's validator naming one of its keys (lstmlab.schema)
     if "input" in error and kind not in ("missing",) and not isinstance(error["input"], (dict, list)):
-        message += f" (got {error['input']!r})"
+        message += f" (got {echo(error['input'])})"
     return f"{key}: {message}"
 
 
@@ -304,8 +345,35 @@ def validate(raw: Any, source: str = "config", origins: dict[str, str] | None = 
             blamed.setdefault(origin, []).append(message)
         raise ConfigError("; ".join(f"{origin}: {'; '.join(errors)}" for origin, errors in blamed.items())) from None
     for key in config.sweep:
-        _check_key_exists(key, raw, source)
+        _check_key_exists(key, raw, (origins or {}).get(f"sweep.{key}", source))
+    _check_sweep_size(config, source, origins or {})
     return config
+
+
+MAX_SWEEP_POINTS = 10_000  # points of one sweep; LSTMLAB_MAX_SWEEP_POINTS raises it
+
+
+def max_sweep_points() -> int:
+    import os
+
+    text = os.environ.get("LSTMLAB_MAX_SWEEP_POINTS", "")
+    if not text:
+        return MAX_SWEEP_POINTS
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"LSTMLAB_MAX_SWEEP_POINTS={echo(text, str)}: expected a positive integer")
+    return int(text)
+
+
+def _check_sweep_size(config: ExperimentConfig, source: str, origins: dict[str, str]) -> None:
+    """Refuse a sweep of more points than max_sweep_points() from the axes' lengths alone (their product),
+    before any point is walked: a 1000 × 1000 × 1000 sweep is refused at once, not after hours of checking."""
+    points, limit = config.sweep_points(), max_sweep_points()
+    if points > limit:
+        axes = " × ".join(f"{key} {len(values)}" + (" (--sweep)" if origins.get(f"sweep.{key}", "").startswith(
+            "--sweep") else "") for key, values in config.sweep.items())
+        raise ConfigError(f"{source}: sweep: {points:,} points ({axes}) is more than the limit of {limit:,} "
+                          "runs in one sweep; split it into several (e.g. one command per value of an axis, with "
+                          "--set KEY=VALUE), or raise the limit: LSTMLAB_MAX_SWEEP_POINTS=N lstmlab train ...")
 
 
 def _check_key_exists(key: str, raw: dict, source: str) -> None:
@@ -349,6 +417,13 @@ def apply_overrides(
         raw["sweep"][key] = split_sweep_values(values, key)
     for text in overrides:
         key, value = parse_assignment(text, "--set")
+        if key.startswith("sweep."):  # a sweep key is dotted itself: --set sweep.model.layers=[1,2]
+            if raw.get("sweep") is None:  # `sweep:` left empty in the file
+                raw["sweep"] = {}
+            if not isinstance(raw["sweep"], dict):
+                raise ConfigError(f"--set {text}: sweep is not a mapping of dotted keys to lists in the config")
+            raw["sweep"][key.removeprefix("sweep.")] = parse_scalar(value)
+            continue
         set_dotted(raw, key, parse_scalar(value))
         if isinstance(raw.get("sweep"), dict):
             raw["sweep"].pop(key, None)
@@ -380,8 +455,8 @@ def seed_sweep(seeds: int | None, sweeps: list[str] | tuple[str, ...] = (),
 
 def flag_origins(overrides: tuple[str, ...] | list[str] = (), sweeps: tuple[str, ...] | list[str] = ()) -> dict:
     """Dotted key -> the `--set` or `--sweep` flag that gave it (for error messages)."""
-    origins = {parse_assignment(text, "--sweep")[0]: f"--sweep {text}" for text in sweeps}
-    origins.update({parse_assignment(text, "--set")[0]: f"--set {text}" for text in overrides})
+    origins = {f"sweep.{parse_assignment(text, '--sweep')[0]}": f"--sweep {echo(text, str)}" for text in sweeps}
+    origins.update({parse_assignment(text, "--set")[0]: f"--set {echo(text, str)}" for text in overrides})
     return origins
 
 

@@ -11,11 +11,16 @@ that names it, and the command line says so in one line with exit code 2.
     load_torch(path, map_location) a torch.save file, weights only
 
 and every folder it writes into is made by `make_folder`, which says which folder cannot be made or
-written, and which flag chose it.
+written, and which flag chose it. A file opened for writing in place inside a run or data folder (a lock, an
+appended CSV) is opened by `open_for_writing`, which never follows a symbolic link planted there and refuses
+anything but a regular file with one name; files replaced whole are written beside and renamed over
+(`os.replace` replaces a link, it does not write through it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
@@ -48,11 +53,21 @@ def make_folder(path: str | Path, flag: str = "") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
+        if path.exists() and not path.is_dir():
+            raise UnwritableFolder(f"cannot make the folder {path}{where}: a file of that name is there") from None
         culprit = f": {e.filename}" if e.filename and str(e.filename) != str(path) else ""
         raise UnwritableFolder(f"cannot make the folder {path}{where}: {os_problem(e)}{culprit}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise UnwritableFolder(f"cannot write into the folder {path}{where}: permission denied")
     return path
+
+
+class UnwritableFile(UserError):
+    """A file lstmlab must write in place is a symbolic link, a FIFO, a hard link or cannot be opened."""
+
+    def __init__(self, path: str | Path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = Path(path)
 
 
 _KINDS = {stat.S_ISDIR: "a folder", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
@@ -74,6 +89,63 @@ def check_regular(path: str | Path) -> os.stat_result:
         kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a regular file")
         raise UnreadableFile(path, f"is {kind}, not a file")
     return info
+
+
+def open_for_writing(path: str | Path, flags: int, mode: int = 0o666) -> int:
+    """`os.open(path, flags, mode)` for a file written in place inside a run or data folder, where others may
+    plant names: O_NOFOLLOW refuses a symbolic link (ELOOP) instead of writing its target, O_NONBLOCK keeps a
+    FIFO from blocking the open, and the file opened must be a regular file with one name (a hard link to a
+    file elsewhere is refused too). Returns a blocking file descriptor; UnwritableFile naming `path` else."""
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
+    except OSError as e:
+        try:
+            info = os.lstat(path)
+        except OSError:
+            info = None
+        if e.errno == errno.ELOOP or (info is not None and stat.S_ISLNK(info.st_mode)):
+            raise UnwritableFile(path, "is a symbolic link; lstmlab writes only its own regular files here and never "
+                                       "through a link (remove the link)") from None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS.items() if test(info.st_mode)), "not a regular file")
+            raise UnwritableFile(path, f"is {kind}, not a file lstmlab wrote (remove it)") from None
+        raise UnwritableFile(path, f"cannot be written ({os_problem(e)})") from None
+    info = os.fstat(fd)
+    problem = None
+    if not stat.S_ISREG(info.st_mode):
+        problem = f"is {next((n for t, n in _KINDS.items() if t(info.st_mode)), 'not a regular file')}"
+    elif info.st_nlink > 1:
+        problem = f"is a hard link ({info.st_nlink} names for one file)"
+    if problem:
+        os.close(fd)
+        raise UnwritableFile(path, f"{problem}, not a file lstmlab wrote; lstmlab does not write through it "
+                                   "(remove it)")
+    os.set_blocking(fd, True)
+    return fd
+
+
+@contextlib.contextmanager
+def naming(path: str | Path):
+    """Re-raise an OSError of the block that names no file (a write's ENOSPC does not) with `path` as its
+    filename, so that 'No space left on device' says where."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is not None or e.errno is None:
+            raise
+        raise OSError(e.errno, e.strerror, str(path)) from e
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full_hint(error: BaseException) -> str:
+    """What to do about a full disk (or quota) `error`, to follow its message; '' for any other error."""
+    if not isinstance(error, OSError) or error.errno not in DISK_FULL:
+        return ""
+    where = f" holding {Path(error.filename).parent}" if error.filename else ""
+    return (f"; the disk{where} is full: free space on it and run the same command again, and the run resumes "
+            "from its last checkpoint (or starts over if it has none)")
 
 
 def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
@@ -120,6 +192,44 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+MAX_YAML_VALUES = 100_000  # values that aliases may add to a YAML document, counted at each use
+
+
+def _alias_values(root: yaml.Node) -> int:
+    """How many values the aliases of `root` add once expanded: the nodes it stands for, counted at each use,
+    minus the nodes written. Memoised per node, so counting is linear in the nodes written; an alias inside
+    the node it names (a recursive document) counts as endless."""
+    endless = 10**30
+    sizes: dict[int, int | None] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            known = sizes[id(node)]
+            return endless if known is None else known  # None: still being counted
+        sizes[id(node)] = None
+        if isinstance(node, yaml.SequenceNode):
+            total = 1 + sum(size(child) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total = 1 + sum(size(key) + size(value) for key, value in node.value)
+        else:
+            total = 1
+        sizes[id(node)] = min(total, endless)
+        return sizes[id(node)]
+
+    return size(root) - len(sizes)
+
+
+def _compose_document(self):
+    """Refuse a document whose aliases add more than MAX_YAML_VALUES values (a 'billion laughs' bomb) before
+    any of it is built: expanded, nine levels of nine aliases are 9^9 values."""
+    node = yaml.composer.Composer.compose_document(self)
+    if node is not None and _alias_values(node) > MAX_YAML_VALUES:
+        raise yaml.composer.ComposerError(None, None, f"its aliases expand to more than {MAX_YAML_VALUES:,} "
+                                          "values (an alias bomb?); write the values out", node.start_mark)
+    return node
+
+
+_Loader.compose_document = _compose_document
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(
@@ -179,6 +289,15 @@ def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     check_regular(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise UnreadableFile(path, f"cannot be read as a checkpoint (truncated or not one: {e})") from None
+        # torch's message goes on to advise weights_only=False: for a file of unknown origin that runs its code
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = next((line for line in lines[1:] if "weights_only" not in line
+                       and not line.startswith("Check the documentation")), "objects other than tensors")
+        raise UnreadableFile(path, f"refused: it holds Python objects that no lstmlab checkpoint holds ({detail}); "
+                                   "lstmlab loads checkpoints as weights only, so no code in a file runs") from None
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
         raise UnreadableFile(path, f"cannot be read as a checkpoint (truncated or not one: "
                                    f"{str(e).splitlines()[0] if str(e) else type(e).__name__})") from None

@@ -262,3 +262,102 @@ def test_bad_files_exit_2_from_the_cli(tmp_path):
         assert result.exit_code == 2, result.output
         assert name in result.output and "Traceback" not in result.output
     assert not (tmp_path / "data").exists() or not any((tmp_path / "data").glob("arrays-*"))
+
+
+# -- hostile files: refused from their headers, before anything big is read --------------------------------
+def npz_with(path, inputs_header: dict, data: bytes = b"\0" * 16, targets=GOOD_Y) -> None:
+    """A .npz whose inputs.npy has the header `inputs_header` (descr, fortran_order, shape) over `data`."""
+    import io
+    import zipfile
+
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, {"fortran_order": False, **inputs_header})
+    member.write(data)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("inputs.npy", member.getvalue())
+        buffer = io.BytesIO()
+        np.save(buffer, targets)
+        archive.writestr("targets.npy", buffer.getvalue())
+
+
+@pytest.mark.parametrize("kind, arrays, message", [
+    (SEQ, {"inputs": GOOD_X, "targets": np.where(GOOD_Y > 0, 2**40, 0)},
+     "key 'targets' holds classes id 1099511627776; classes are ids 0..C-1"),
+    (SEQ, {"inputs": np.full((20, 4), 2**64 - 1, np.uint64), "targets": GOOD_Y},
+     "key 'inputs' holds tokens id 18446744073709551615"),
+    ("step-class", {"inputs": np.zeros((20, 4), np.uint8), "targets": np.full((20, 4), 2**24, np.int32)},
+     "key 'targets' holds classes id 16777216"),
+    (SEQ, {"inputs": np.zeros((20, 0, 1), np.float32), "targets": GOOD_Y}, "key 'inputs' has shape (20, 0, 1)"),
+    (SEQ, {"inputs": np.zeros((20, 10, 0), np.float32), "targets": GOOD_Y}, "key 'inputs' has shape (20, 10, 0)"),
+    (SEQ, {"inputs": np.zeros((20, 0), np.int64), "targets": GOOD_Y}, "key 'inputs' has shape (20, 0)"),
+    ("regression", {"inputs": GOOD_X, "targets": np.zeros((20, 0))}, "key 'targets' has shape (20, 0)"),
+])
+def test_ids_out_of_range_and_empty_axes_are_refused(tmp_path, kind, arrays, message):
+    """Class 2^40 made the majority baseline allocate 2^40 counts; uint64 2^64-1 wrapped to -1."""
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        task_of(path, kind).generate()
+    assert str(path) in str(error.value)
+
+
+def test_a_header_claiming_373_gib_is_refused_from_the_header(tmp_path):
+    path = tmp_path / "claims.npz"
+    npz_with(path, {"descr": "<f4", "shape": (100_000, 1_000_000, 1)})
+    with pytest.raises(DataError, match=r"key 'inputs.npy': its header declares shape \(100000, 1000000, 1\) "
+                                        r"and dtype float32 \(372.5 GiB\), but 16 B of data is stored"):
+        task_of(path, SEQ).generate()
+    folder = tmp_path / "npy"
+    folder.mkdir()
+    np.save(folder / "inputs.npy", GOOD_X)
+    np.save(folder / "targets.npy", GOOD_Y)
+    (folder / "inputs.npy").write_bytes((folder / "inputs.npy").read_bytes()[:-8])  # truncated
+    with pytest.raises(DataError, match=rf"{folder / 'inputs.npy'}: its header declares shape \(20, 10, 1\)"):
+        task_of(folder, SEQ).generate()
+
+
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatch):
+    """256 MiB of zeros in a .npz of a few hundred KiB, with 64 MiB available: refused from its header,
+    naming the file, while less than 8 MiB was ever allocated (it was decompressed in full before)."""
+    import tracemalloc
+    import zipfile
+
+    from lstmlab import memory
+
+    path = tmp_path / "bomb.npz"
+    shape = (64, 2**20)  # float32: 256 MiB
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("inputs.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False, "shape": shape})
+            block = bytes(2**24)
+            for _ in range(16):
+                member.write(block)
+        with archive.open("targets.npy", "w") as member:
+            np.save(member, np.zeros(64, np.int64))
+    assert path.stat().st_size < 2**20
+    monkeypatch.setattr(memory, "available", lambda device: (64 * 2**20, "available in memory here"))
+    tracemalloc.start()
+    try:
+        with pytest.raises(memory.TooBig, match=rf"task.path: {path} holds 256.0 MiB of arrays .* needs about"):
+            task_of(path, "regression").generate()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, peak
+
+
+@pytest.mark.parametrize("name", ["data.npz", "data.csv"])
+def test_a_fifo_as_task_path_is_refused_at_once(tmp_path, name):
+    """A FIFO named by task.path blocked the reader forever: a real `python -m lstmlab` with a deadline."""
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    result = subprocess.run([sys.executable, "-m", "lstmlab", "generate-data", "--task", "arrays", "--set",
+                             f"task.path={fifo}", "--set", "task.kind=regression", "--set", "task.seq_len=4",
+                             "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2, result.stderr
+    assert f"{fifo}: is a FIFO (named pipe), not a file" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr

@@ -135,12 +135,57 @@ def dataset(what: str):
     return make
 
 
+def arrays_file(what: str):
+    """A scenario: task.path names a hostile .npz (or a FIFO); the message must name the file (and key)."""
+
+    def make(tmp: Path):
+        import io
+        import zipfile
+
+        import numpy as np
+
+        path = tmp / "mine.npz"
+        y = np.zeros(20, np.int64)
+        y[::2] = 1
+        x = np.zeros((20, 4, 1), np.float32)
+        named = [str(path)]
+        if what == "class 2^40":
+            np.savez(path, inputs=x, targets=y * 2**40)
+            named.append("key 'targets' holds classes id 1099511627776")
+        elif what == "uint64 token":
+            np.savez(path, inputs=np.full((20, 4), 2**64 - 1, np.uint64), targets=y)
+            named.append("key 'inputs' holds tokens id 18446744073709551615")
+        elif what in ("no steps", "no features"):
+            np.savez(path, inputs=np.zeros((20, 0, 1) if what == "no steps" else (20, 4, 0), np.float32), targets=y)
+            named.append("key 'inputs' has shape")
+        elif what == "373 GiB header":
+            member = io.BytesIO()
+            np.lib.format.write_array_header_1_0(member, {"descr": "<f4", "fortran_order": False,
+                                                          "shape": (100_000, 1_000_000, 1)})
+            with zipfile.ZipFile(path, "w") as archive:
+                archive.writestr("inputs.npy", member.getvalue() + bytes(16))
+                archive.writestr("targets.npy", b"")
+            named.append("372.5 GiB")
+        else:  # a FIFO
+            path = tmp / "mine.fifo.npz"
+            os.mkfifo(path)
+            named = [str(path), "FIFO"]
+        raw = with_keys(task={"name": "arrays", "path": str(path), "kind": "sequence-class"})
+        return ["train", str(write_config(tmp / "arrays.yaml", raw))], named
+
+    return make
+
+
 def generate_data(*args: str, named: tuple[str, ...] = ()):
     def make(tmp: Path):
         return ["generate-data", *args], list(named)
 
     return make
 
+
+# nine-fold aliases six levels deep: 9^6 = 531,441 values from 60 written (flow style: one line)
+ALIAS_BOMB = "&a [lol, lol, lol, lol, lol, lol, lol, lol, lol], " + ", ".join(
+    f"&{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcde", "bcdef", strict=True))
 
 CASES = {
     # config files
@@ -170,7 +215,22 @@ CASES = {
     "sweep of an unknown key": config(with_keys(sweep={"model.nope": [1]}), "sweep key 'model.nope'"),
     "unknown model type": config(with_keys(model={"type": "lstmx"}), "model.type"),
     "task key of another task": config(with_keys(task={"vocab": 3}), "task.vocab: unknown key"),
+    "threads beyond the CPUs": config(with_keys(train={"threads": 100000}), "train.threads: at most the"),
+    "an alias bomb as a sweep value": config_text(
+        "experiment: x\ntask: {name: adding}\nsweep:\n  model.layers:\n    - - "
+        + ALIAS_BOMB.replace(", &", "\n      - &")),
     # flags
+    "--set threads beyond the CPUs": flags("--set", "train.threads=100000",
+                                           named=("--set train.threads=100000: train.threads: at most the",)),
+    "--set a sweep axis that is no list": flags("--set", "sweep.model.layers=3",
+                                                named=("--set sweep.model.layers=3: sweep.model.layers",)),
+    "--set a sweep axis of an unknown key": flags("--set", "sweep.model.nope=[1,2]",
+                                                  named=("--set sweep.model.nope=[1,2]: sweep key 'model.nope'",)),
+    "--sweep an unknown key": flags("--sweep", "model.nope=1,2", named=("--sweep model.nope=1,2: sweep key",)),
+    "--set a list of 100,000 values": flags("--set", f"model.layers={list(range(100_000))}",
+                                            named=("--set model.layers=[0, 1, 2,", "model.layers")),
+    "--set an alias bomb": flags("--set", f"model.layers=[{ALIAS_BOMB}]",
+                                 named=("aliases expand to more than 100,000 values",)),
     "--set typo": flags("--set", "model.layerz=2", named=("--set model.layerz=2: model.layerz: unknown key",)),
     "--set non-number": flags("--set", "train.lr=fast", named=("--set train.lr=fast: train.lr",)),
     "--set overflow seed": flags("--set", "train.seed=100000000000000000000",
@@ -205,6 +265,12 @@ CASES = {
     "garbage config.yaml in the run folder": run_folder("config"),
     "truncated checkpoint.pt": run_folder("checkpoint"),
     "run folder without config.yaml": run_folder("no config"),
+    "arrays: class id 2^40": arrays_file("class 2^40"),
+    "arrays: uint64 token 2^64-1": arrays_file("uint64 token"),
+    "arrays: inputs (N, 0, 1)": arrays_file("no steps"),
+    "arrays: inputs (N, T, 0)": arrays_file("no features"),
+    "arrays: a header claiming 373 GiB": arrays_file("373 GiB header"),
+    "arrays: task.path is a FIFO": arrays_file("fifo"),
     "garbage meta.json": dataset("meta"),
     "truncated dataset array": dataset("array"),
     # other commands
@@ -228,6 +294,7 @@ def test_bad_input_exits_2_naming_the_file_or_key_without_a_traceback(tmp_path, 
     for name in named:
         assert " ".join(name.split()) in output, (name, result.output)
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+    assert len(result.output) < 3000, "a message echoes a value in full"
 
 
 def test_the_corpus_is_large_enough():
@@ -270,3 +337,83 @@ def test_yaml_merge_keys_still_override(tmp_path):
     path = tmp_path / "merge.yaml"
     path.write_text("base: &b {layers: 1, hidden_size: 8}\nmodel:\n  <<: *b\n  layers: 2\n")
     assert read_yaml(path)["model"] == {"layers": 2, "hidden_size": 8}
+
+
+class _RunsCode:
+    """Unpickled, it would make a folder: what a planted checkpoint could do instead."""
+
+    def __init__(self, folder: Path):
+        self.folder = str(folder)
+
+    def __reduce__(self):
+        return (os.mkdir, (self.folder,))
+
+
+def test_a_checkpoint_with_code_is_refused_without_advising_to_load_it_anyway(tmp_path):
+    """torch's refusal advises rerunning with weights_only=False: for a file of unknown origin that runs its code."""
+    import torch
+
+    path = write_config(tmp_path / "tiny.yaml", TINY)
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(next(load_config(path).runs()).dump_yaml())
+    (run / "summary.json").write_text('{"status": "interrupted"}')
+    torch.save({"step": 1, "model": _RunsCode(tmp_path / "pwned")}, run / "checkpoint.pt")
+    result = runner.invoke(app, ["train", str(path), "-q", "--runs-dir", str(tmp_path / "runs"),
+                                 "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    output = " ".join(result.output.split())
+    assert f"{run / 'checkpoint.pt'}: refused: it holds Python objects that no lstmlab checkpoint holds" in output
+    assert "posix.mkdir" in output and "--restart" in output
+    assert "weights_only" not in output and "Re-running" not in output
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.fixture(scope="module")
+def charlm_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("charlm")
+    (root / "text.txt").write_text("a small text to learn from.\n" * 40)
+    raw = with_keys(experiment="lm", task={"name": "charlm", "text": [str(root / "text.txt")], "seq_len": 8,
+                                           "n_train": 32, "n_val": 8, "n_test": 8})
+    result = runner.invoke(app, ["train", str(write_config(root / "lm.yaml", raw)), "-q", "--runs-dir",
+                                 str(root / "runs"), "--data-dir", str(root / "data")])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--temperature", "inf"], "--temperature: a finite number ≥ 0 (got inf)"),
+    (["--temperature", "1e400"], "--temperature: a finite number ≥ 0 (got inf)"),
+    (["--seed", str(10**23)], f"--seed: an integer from 0 to {2**63 - 1} (got {10**23})"),
+    (["--seed", "-1"], "--seed: an integer from 0 to"),
+])
+def test_sample_refuses_values_it_cannot_use(charlm_run, args, named):
+    run = charlm_run / "runs" / "lm" / "L1-lstm-s0"
+    result = runner.invoke(app, ["sample", str(run), "--data-dir", str(charlm_run / "data"), "--chars", "5", *args])
+    assert result.exit_code == 2, result.output
+    assert named in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_sample_at_a_tiny_temperature_takes_the_most_likely_character(charlm_run):
+    """softmax(z / 1e-320) overflowed to nan; it is the greedy choice in the limit."""
+    run = charlm_run / "runs" / "lm" / "L1-lstm-s0"
+    base = ["sample", str(run), "--data-dir", str(charlm_run / "data"), "--chars", "20", "--seed", "1"]
+    tiny = runner.invoke(app, [*base, "--temperature", "1e-320"])
+    assert tiny.exit_code == 0, tiny.output
+    assert tiny.stdout == runner.invoke(app, [*base, "--temperature", "0"]).stdout
+
+
+def test_export_tensorboard_into_a_file_names_it(tiny_study, tmp_path):
+    file = tmp_path / "not-a-folder"
+    file.write_text("mine")
+    result = runner.invoke(app, ["export", "tensorboard", str(tiny_study), "--logdir", str(file)])
+    assert result.exit_code == 2, result.output
+    assert f"cannot make the folder {file} (chosen by --logdir): a file of that name is there" in \
+        " ".join(result.output.split())
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "tiny").write_text("mine")  # where the experiment's folder would go
+    result = runner.invoke(app, ["export", "tensorboard", str(tiny_study), "--logdir", str(tmp_path / "logs")])
+    assert result.exit_code == 2, result.output
+    assert f"cannot write {tmp_path / 'logs' / 'tiny'}" in " ".join(result.output.split())
+    assert file.read_text() == "mine" and (tmp_path / "logs" / "tiny").read_text() == "mine"

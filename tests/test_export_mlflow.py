@@ -144,3 +144,38 @@ def test_a_missing_extra_is_named(tiny_study, tmp_path, monkeypatch, command, ex
                                  else "--tracking-uri", str(tmp_path / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"pip install 'lstmlab[{extra}]'" in result.output
+
+
+def test_a_symlink_in_a_run_folder_is_not_copied_as_an_artifact(tiny_study, store, tmp_path):
+    """A link planted in a shared run folder copied its target (any file the exporting user can read)."""
+    uri, client, _ = store
+    source = find_runs([tiny_study])[0].path
+    run = shutil.copytree(source, tmp_path / "shared" / source.name)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET\n")
+    (run / "notes.txt").symlink_to(secret)
+    export(str(run), "--tracking-uri", uri, "--experiment", "planted")
+    (exported,) = runs_of(client, "planted")
+    files = {a.path for a in client.list_artifacts(exported.info.run_id)}
+    assert files == {"config.yaml", "env.json", "metrics.csv", "summary.json"}
+
+
+def test_a_read_only_store_is_refused_at_once(tiny_study, tmp_path):
+    """A read-only SQLite store (its folder a read-only mount): exit 2 in seconds, naming it, where MLflow
+    retried for minutes."""
+    import time
+
+    from mounts import lstmlab_in, read_only
+
+    store = tmp_path / "store"
+    store.mkdir()
+    export(str(tiny_study), "--tracking-uri", f"sqlite:///{store / 'mlflow.db'}")
+    for database in (store / "mlflow.db", store / "new.db"):
+        start = time.monotonic()
+        result = lstmlab_in(read_only(store), "export", "mlflow", str(tiny_study), "--tracking-uri",
+                            f"sqlite:///{database}", timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert time.monotonic() - start < 30
+        assert "Traceback" not in result.stderr
+        named = database if database.exists() else store
+        assert f"cannot write {named} (Read-only file system)" in " ".join(result.stderr.split())

@@ -165,3 +165,221 @@ def test_a_pack_that_does_not_fit_is_refused_naming_the_keys(tmp_path, monkeypat
     with pytest.raises(memory.TooBig, match=r"model.hidden_size=8, model.layers=1, train.batch_size=16, "
                                             r"task.seq_len=8: the run \(4 runs packed together\) needs about"):
         memory.check_run(cfg, dataset, torch.device("cpu"), members=4)
+
+
+# -- shared folders: names planted by someone else ------------------------------------------------------
+
+
+def test_a_lock_planted_as_a_symlink_is_refused_and_its_target_kept(tmp_path):
+    """Before: `train` opened runs/.../.lock through the link and truncated its target (exit 0)."""
+    secret = tmp_path / "secret"
+    secret.write_text("SECRET\n")
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    run.mkdir(parents=True)
+    (run / ".lock").symlink_to(secret)
+    result = runner.invoke(app, tiny_args(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"{run / '.lock'}: is a symbolic link" in " ".join(result.output.split())
+    assert secret.read_text() == "SECRET\n"
+    assert not (run / "config.yaml").exists()
+
+
+def test_a_run_file_planted_as_a_symlink_is_neither_read_nor_written(tmp_path, monkeypatch):
+    """An interrupted run whose metrics.csv someone replaced by a link: the resume refuses the folder, naming
+    the file, and the link's target is neither written nor copied into the run folder."""
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs())
+    dirs = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", quiet=True, log=lambda _: None)
+    monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=15")
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, **dirs)
+    monkeypatch.delenv("LSTMLAB_TEST_SIGNAL")
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    secret = tmp_path / "secret.csv"
+    secret.write_text("step,split\n1,SECRET\n")
+    (run / "metrics.csv").unlink()
+    (run / "metrics.csv").symlink_to(secret)
+    result = runner.invoke(app, tiny_args(tmp_path))
+    assert result.exit_code == 2, result.output
+    assert f"{run / 'metrics.csv'} is a symbolic link" in " ".join(result.output.split())
+    assert secret.read_text() == "step,split\n1,SECRET\n" and (run / "metrics.csv").is_symlink()
+
+
+@pytest.mark.parametrize("name", ["metrics.csv", "diagnostics.csv"])
+def test_appending_rows_never_writes_through_a_link_or_into_a_fifo(tmp_path, name):
+    from lstmlab.errors import UserError
+    from lstmlab.files import UnwritableFile
+
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("step\n")
+    (run.path / name).symlink_to(secret)
+    with pytest.raises(UnwritableFile, match="is a symbolic link"):
+        run.append_metrics([{"step": 1}], ["step"], name)
+    assert secret.read_text() == "step\n"
+    (run.path / name).unlink()
+    os.mkfifo(run.path / name)  # no reader: an open that blocked would hang here
+    with pytest.raises(UserError, match="FIFO"):  # refused by the read of its header or by the open
+        run.append_metrics([{"step": 1}], ["step"], name)
+    (run.path / name).unlink()
+    os.link(secret, run.path / name)  # a hard link to a file elsewhere
+    with pytest.raises(UnwritableFile, match="hard link"):
+        run.append_metrics([{"step": 1}], ["step"], name)
+    assert secret.read_text() == "step\n"
+
+
+def test_a_dataset_lock_planted_as_a_symlink_creates_nothing(tmp_path):
+    """The generation lock beside a dataset: a dangling link there made `generate-data` create its target."""
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs()).task
+    folder = dataset_dir(cfg, tmp_path / "data")
+    folder.parent.mkdir()
+    target = tmp_path / "elsewhere" / "created-by-lstmlab"
+    target.parent.mkdir()
+    (folder.parent / f".{folder.name}.lock").symlink_to(target)
+    result = runner.invoke(app, ["generate-data", str(tmp_path / "c.yaml"), "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2, result.output
+    assert f".{folder.name}.lock: is a symbolic link" in " ".join(result.output.split())
+    assert not target.exists() and not folder.exists()
+
+
+def test_a_dataset_is_written_in_a_folder_only_its_writer_can_enter(tmp_path, monkeypatch):
+    """While a dataset is written, its staging folder is mode 0700 (no one else plants a link in it), and
+    the finished folder gets the umask's mode."""
+    import numpy as np
+
+    from lstmlab.tasks import datasets
+
+    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs()).task
+    modes = []
+    real_save = np.save
+
+    def save(path, *args, **kwargs):
+        modes.append(stat.S_IMODE(Path(path).parent.stat().st_mode))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.np, "save", save)
+    previous = os.umask(0o002)  # a shared, group-writable data folder
+    try:
+        folder = generate(cfg, tmp_path / "data")
+    finally:
+        os.umask(previous)
+    assert modes and set(modes) == {0o700}
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o775
+
+
+def test_force_deletes_only_a_dataset_folder(tmp_path):
+    """Runs and data in one folder, and an experiment named like the dataset's folder: `generate-data
+    --force` deleted the runs. Now only a folder holding a dataset's files and meta.json is replaced."""
+    cfg_path = write_config(tmp_path / "c.yaml", TINY)
+    shared = tmp_path / "shared"
+    folder = dataset_dir(next(load_config(cfg_path).runs()).task, shared)
+    base = ["--runs-dir", str(shared), "--data-dir", str(shared), "-q"]
+    assert runner.invoke(app, ["train", str(cfg_path), *base]).exit_code == 0
+    result = runner.invoke(app, ["train", str(cfg_path), *base, "--set", f"experiment={folder.name}"])
+    assert result.exit_code == 0, result.output
+    runs = folder / "L1-lstm-s0"
+    assert (runs / "summary.json").exists()
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(shared), "--force"])
+    assert result.exit_code == 2, result.output
+    assert f"{folder} holds folders or links" in " ".join(result.output.split())
+    assert (runs / "summary.json").exists() and (folder / "meta.json").exists()
+    # an experiment folder where the dataset would be (no meta.json): refused too
+    other = tmp_path / "other"
+    experiment = dataset_dir(next(load_config(cfg_path).runs()).task, other)
+    (experiment / "L1-lstm-s0").mkdir(parents=True)
+    (experiment / "notes.txt").write_text("mine")
+    (experiment / "L1-lstm-s0").rmdir()
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(other), "--force"])
+    assert result.exit_code == 2 and f"{experiment} has no meta.json" in " ".join(result.output.split())
+    assert (experiment / "notes.txt").read_text() == "mine"
+    # a dataset is replaced
+    (runs.parent / "L1-lstm-s0").rename(tmp_path / "moved")
+    result = runner.invoke(app, ["generate-data", str(cfg_path), "--data-dir", str(shared), "--force"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "meta.json").exists() and not (folder / "L1-lstm-s0").exists()
+
+
+# -- sweeps too large to walk --------------------------------------------------------------------------------
+
+
+def test_a_sweep_of_a_billion_points_is_refused_at_once(tmp_path):
+    """1000 × 1000 × 1000: every point was walked before planning (no output, no refusal after 60 s)."""
+    import time
+
+    values = ",".join(map(str, range(1, 1001)))
+    start = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={values}",
+                            "--sweep", f"train.lr={values}", "--sweep", f"model.hidden_size={values}")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert time.monotonic() - start < 30
+    message = " ".join(result.stderr.split())
+    assert ("sweep: 1,000,000,000 points (train.seed 1000 (--sweep) × train.lr 1000 (--sweep) × model.hidden_size "
+            "1000 (--sweep)) is more than the limit of 10,000 runs in one sweep") in message
+    assert "LSTMLAB_MAX_SWEEP_POINTS=N" in message and "Traceback" not in message
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_sweep_limit_can_be_raised_and_a_large_sweep_says_what_it_does(tmp_path):
+    """LSTMLAB_MAX_SWEEP_POINTS raises the limit; a sweep of thousands of points says it is checking them
+    before the minutes of silence that follow (a real process, read line by line, then stopped)."""
+    import select
+    import signal
+
+    seeds = ",".join(map(str, range(20_000)))
+    env = {**os.environ, "LSTMLAB_MAX_SWEEP_POINTS": "nope"}
+    bad = subprocess.run([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={seeds}")],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "LSTMLAB_MAX_SWEEP_POINTS=nope: expected a positive integer" in bad.stderr
+    env["LSTMLAB_MAX_SWEEP_POINTS"] = "20000"
+    proc = subprocess.Popen([sys.executable, "-m", "lstmlab", *tiny_args(tmp_path, "--sweep", f"train.seed={seeds}")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        ready, _, _ = select.select([proc.stderr], [], [], 30)
+        assert ready, "nothing said within 30 s"
+        line = proc.stderr.readline()
+        assert line.startswith("checking the sweep's 20,000 points"), line
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
+# -- a full disk ---------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_names_the_file_and_a_rerun_resumes(tmp_path):
+    """Run folders on a real 32 KiB tmpfs: the first checkpoint does not fit. The run fails (exit 1) naming
+    the file and saying that a rerun resumes; with room made (the tmpfs grown), the same command completes."""
+    from mounts import shell_in, tmpfs
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    args = " ".join(f"'{a}'" for a in tiny_args(tmp_path))
+    args = args.replace(f"'{tmp_path / 'runs'}'", f"'{disk / 'runs'}'")
+    assert runner.invoke(app, ["generate-data", str(tmp_path / "tiny.yaml"), "--data-dir",
+                               str(tmp_path / "data")]).exit_code == 0  # the data is not on the small disk
+    result = shell_in(f"""{tmpfs(disk, "32k")}
+"$PYTHON" -m lstmlab {args}; echo "first exit $?"
+mount -o remount,size=4m '{disk}'
+"$PYTHON" -m lstmlab {args}; echo "second exit $?"
+cat '{disk}/runs/tiny/L1-lstm-s0/summary.json'""")
+    out = result.stdout
+    first, second = out.split("first exit ")[1].split("\n", 1)[0], out.split("second exit ")[1].split("\n", 1)[0]
+    assert first == "1", result.stdout + result.stderr
+    run = disk / "runs" / "tiny" / "L1-lstm-s0"
+    message = " ".join(out.split())
+    assert f"L1-lstm-s0: failed — OSError: [Errno 28] No space left on device: '{run / 'checkpoint.pt'}'" in message
+    assert f"the disk holding {run} is full: free space on it and run the same command again" in message
+    assert "Traceback" not in result.stderr
+    assert second == "0" and '"status": "completed"' in out
+
+
+def test_set_on_a_sweep_key_sets_that_axis(tmp_path):
+    """`--set sweep.model.layers=[1,2]` was read as sweep → model → layers and blamed on the config file."""
+    config = tmp_path / "tiny.yaml"
+    write_config(config, TINY)
+    config.write_text(config.read_text() + "sweep:\n")  # left empty
+    result = runner.invoke(app, ["train", str(config), "--set", "sweep.model.layers=[1,2]", "--print-config",
+                                 "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    assert [d["model"]["layers"] for d in yaml.safe_load_all(result.stdout)] == [1, 2]

@@ -17,12 +17,14 @@ run folder without that record, or whose data dir is gone, falls back to ./data.
 
 from __future__ import annotations
 
+import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
 from lstmlab.errors import UserError
 from lstmlab.run.folder import RunFolder
+from lstmlab.schema import SEED_MAX
 
 
 @dataclass
@@ -96,8 +98,13 @@ def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0,
 
     from lstmlab.tasks.charlm import encode
 
-    if chars < 0 or temperature < 0:
-        raise UserError("--chars and --temperature must not be negative")
+    if chars < 0:
+        raise UserError(f"--chars: must not be negative (got {chars})")
+    if not (0 <= temperature < math.inf):  # nan fails this too
+        raise UserError(f"--temperature: a finite number ≥ 0 (got {temperature}); 0 always takes the most likely "
+                        "character, 1 samples the model's distribution")
+    if seed is not None and not 0 <= seed <= SEED_MAX:
+        raise UserError(f"--seed: an integer from 0 to {SEED_MAX} (got {seed})")
     if not prime:
         raise UserError("--prime: give at least one character for the model to start from")
     cfg, vocab, model, step = load_run(path, data_dir)
@@ -115,7 +122,10 @@ def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0,
             if temperature == 0:
                 nxt = logits.argmax(-1, keepdim=True)
             else:
-                nxt = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)
+                # softmax((z - max z) / T): the largest logit becomes 0, so a tiny T underflows the others to
+                # probability 0 instead of overflowing them to inf / inf = nan
+                scaled = (logits - logits.max(-1, keepdim=True).values) / temperature
+                nxt = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)
             drawn.append(int(nxt))
             ids = nxt  # (1, 1)
     return Sample(prime + "".join(vocab[i] for i in drawn), prime, step, unknown)

@@ -114,7 +114,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with files.naming(path), os.fdopen(fd, "wb") as f:  # ENOSPC names the file
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -144,11 +144,7 @@ class RunFolder:
         import fcntl
 
         files.make_folder(self.path, "--runs-dir")
-        try:
-            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError as e:
-            problem = files.os_problem(e)
-            raise files.UnwritableFolder(f"cannot write into the run folder {self.path}: {problem}") from None
+        fd = files.open_for_writing(self.path / LOCK, os.O_RDWR | os.O_CREAT)  # never through a planted link
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -174,6 +170,10 @@ class RunFolder:
         if restart:
             self.clear()
             return "new"
+        links = [name for name in RUN_FILES if (self.path / name).is_symlink()]  # planted: never read or written
+        if links:
+            raise RunRefused(f"{self.path / links[0]} is a symbolic link: lstmlab reads and writes a run folder's "
+                             "own files only, never through a link; remove it, or pass --restart")
         present = [name for name in RUN_FILES if (self.path / name).exists()]
         if not present:
             return "new"
@@ -303,7 +303,8 @@ class RunFolder:
             writer.writeheader()
         for row in rows:
             writer.writerow({k: _format(row.get(k)) for k in columns})
-        with open(path, "a") as f:  # one write of whole lines
+        fd = files.open_for_writing(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        with files.naming(path), os.fdopen(fd, "a") as f:  # one write of whole lines; ENOSPC names the file
             f.write(buffer.getvalue())
             f.flush()
             os.fsync(f.fileno())

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from lstmlab import kernels, memory, plugins
+from lstmlab import files, kernels, memory, plugins
 from lstmlab.config import ExperimentConfig
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
@@ -562,9 +562,10 @@ def finish(pack: Pack, members: list[Member], log: Callable[[str], None]) -> Non
 
 def fail(pack: Pack, member: Member, error: Exception) -> None:
     """The member stops here with `error`; its summary says failed and why. Its last checkpoint stays."""
-    message = f"{type(error).__name__}: {error}"
+    message = f"{type(error).__name__}: {error}{files.disk_full_hint(error)}"
     member.summary.update({"status": "failed", "step": member.step, "error": message, "wall_s": pack.elapsed(member)})
-    member.run.write_summary(member.summary)
+    with contextlib.suppress(OSError) if files.disk_full_hint(error) else contextlib.nullcontext():
+        member.run.write_summary(member.summary)  # on a full disk it may not fit: the folder resumes as it is
     member.result = RunResult(member.name, member.run.path, "failed", member.summary, error=error)
 
 

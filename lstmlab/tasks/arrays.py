@@ -45,12 +45,15 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
+from lstmlab import files, memory
 from lstmlab.errors import DataError
 from lstmlab.tasks.base import SPLITS, Splits, Task, TaskConfig, TaskSpec
 
@@ -179,19 +182,46 @@ class ArraysTask(Task):
 ALLOWED_KEYS = {"inputs", "targets", "split"} | {f"{s}_{k}" for s in SPLITS for k in ("inputs", "targets")}
 
 
+MAX_IDS = 2**24  # tokens and classes are ids 0..V-1 with V at most this: an embedding or head of V rows
+READ_PEAK_ITEMSIZE = 8  # reading holds the file's arrays, then each element twice more at up to 8 bytes:
+                        # converted (int64 ids, float32 values) and again in its split
+
+
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """Every array of a .npz file, or of the .npy files in a folder, by key (file name without .npy)."""
+    """Every array of a .npz file, or of the .npy files in a folder, by key (file name without .npy).
+
+    Before any array is read, its header is (the .npz members' without decompressing them): its dtype must
+    hold no Python objects, the size it declares must be the size stored (a truncated file, or a header
+    claiming 373 GiB in a small file, is refused), and the arrays with their converted copies must fit in
+    the memory available (a zip bomb is refused before it is decompressed)."""
     try:
         if path.is_dir():
-            arrays = {p.stem: np.load(p, allow_pickle=False) for p in sorted(path.glob("*.npy"))}
-            if not arrays:
+            members = sorted(path.glob("*.npy"))
+            if not members:
                 raise DataError(f"task.path: folder {path} holds no .npy files (expected inputs.npy and targets.npy)")
+            headers = {}
+            for member in members:
+                size = files.check_regular(member).st_size
+                with open(member, "rb") as f:
+                    headers[member.stem] = npy_header(f, size, member)
+            check_memory(path, headers)
+            arrays = {p.stem: np.load(p, allow_pickle=False) for p in members}
         else:
+            files.check_regular(path)  # a FIFO or a device is refused, not read forever
+            with zipfile.ZipFile(path) as archive:
+                headers = {}
+                for info in archive.infolist():
+                    with archive.open(info) as f:
+                        headers[info.filename.removesuffix(".npy")] = npy_header(f, info.file_size,
+                                                                                 f"{path}: key {info.filename!r}")
+            check_memory(path, headers)
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
-    except DataError:
+    except (DataError, memory.TooBig):
         raise
-    except (OSError, ValueError, EOFError) as e:
+    except files.UnreadableFile as e:
+        raise DataError(f"task.path: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         raise DataError(f"{path} cannot be read as NumPy arrays ({type(e).__name__}: {e}); save them with "
                         "np.savez(path, inputs=..., targets=...) (no object arrays)") from None
     extra = sorted(set(arrays) - ALLOWED_KEYS)
@@ -202,6 +232,39 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: give either inputs/targets (with an optional split) or train_inputs/... per "
                         "split, not both")
     return arrays
+
+
+def npy_header(f, stored: int, where) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) from a .npy header read off `f` (the first bytes only), checked against the `stored`
+    size of the whole .npy: header plus prod(shape)·itemsize bytes."""
+    version = np.lib.format.read_magic(f)
+    read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+    if read is None:
+        raise DataError(f"{where}: .npy format version {version} is not one lstmlab reads (1.0 or 2.0)")
+    shape, _, dtype = read(f, max_header_size=10_000)
+    if dtype.hasobject:
+        raise DataError(f"{where}: dtype {dtype} holds Python objects; save numbers (no object arrays)")
+    data = math.prod(shape) * dtype.itemsize
+    header = f.tell() if hasattr(f, "tell") else None
+    if header is not None and header + data != stored:
+        raise DataError(f"{where}: its header declares shape {shape} and dtype {dtype} ({memory.human(data)}), but "
+                        f"{memory.human(max(0, stored - header))} of data is stored: a truncated or damaged file")
+    return shape, dtype
+
+
+def check_memory(path: Path, headers: dict[str, tuple[tuple[int, ...], np.dtype]]) -> None:
+    """memory.TooBig naming `path` when reading its arrays would need more memory than is available:
+
+        need = Σ bytes as stored + 2 · Σ elements · READ_PEAK_ITEMSIZE   (the arrays, converted, then split)
+    """
+    stored = sum(math.prod(shape) * dtype.itemsize for shape, dtype in headers.values())
+    need = stored + 2 * READ_PEAK_ITEMSIZE * sum(math.prod(shape) for shape, _ in headers.values())
+    free, where = memory.available(None)
+    if free is not None and need > free:
+        shapes = ", ".join(f"{key} {shape} {dtype}" for key, (shape, dtype) in headers.items())
+        raise memory.TooBig(f"task.path: {path} holds {memory.human(stored)} of arrays ({shapes}); reading them "
+                            f"needs about {memory.human(need)}, but {memory.human(free)} is {where}; use fewer or "
+                            "shorter sequences")
 
 
 def _need(arrays: dict[str, np.ndarray], key: str, path: Path) -> np.ndarray:
@@ -242,9 +305,11 @@ def check_pair(arrays: dict[str, np.ndarray], kind: str, path: Path, prefix: str
     _same_n(path, {ik: inputs, tk: targets})
     if len(inputs) == 0:
         raise DataError(f"{path}: key {ik!r} holds no sequences")
+    if inputs.ndim in (2, 3) and 0 in inputs.shape[1:]:
+        raise DataError(f"{path}: key {ik!r} has shape {inputs.shape}: every sequence needs at least one step (T) "
+                        "and one feature (D)")
     if inputs.dtype.kind in "biu" and inputs.ndim == 2:
-        if inputs.min() < 0:
-            raise DataError(f"{path}: key {ik!r} holds negative tokens (min {inputs.min()}); tokens are ids 0..V-1")
+        _ids(path, ik, inputs, "tokens", "V")
         inputs = inputs.astype(np.int64)
     elif inputs.dtype.kind in "biuf" and inputs.ndim == 3:
         _finite(path, ik, inputs)
@@ -258,8 +323,7 @@ def check_pair(arrays: dict[str, np.ndarray], kind: str, path: Path, prefix: str
         if targets.shape != expected or targets.dtype.kind not in "biu":
             raise DataError(f"{path}: key {tk!r} has shape {targets.shape} and dtype {targets.dtype}; kind {kind} "
                             f"needs integer classes of shape {expected}")
-        if targets.min() < 0:
-            raise DataError(f"{path}: key {tk!r} holds negative classes (min {targets.min()}); classes are 0..C-1")
+        _ids(path, tk, targets, "classes", "C")
         targets = targets.astype(np.int64)
     else:
         if targets.dtype.kind not in "biuf" or targets.ndim not in (1, 2, 3) or (
@@ -267,9 +331,22 @@ def check_pair(arrays: dict[str, np.ndarray], kind: str, path: Path, prefix: str
         ):
             raise DataError(f"{path}: key {tk!r} has shape {targets.shape} and dtype {targets.dtype}; kind "
                             f"regression needs numbers of shape (N,), (N, D_out) or (N, T={T}, D_out)")
+        if targets.ndim > 1 and targets.shape[-1] == 0:
+            raise DataError(f"{path}: key {tk!r} has shape {targets.shape}: no output values (D_out is 0)")
         _finite(path, tk, targets)
         targets = targets.astype(np.float32).reshape(N, 1) if targets.ndim == 1 else targets.astype(np.float32)
     return {"inputs": inputs, "targets": targets}
+
+
+def _ids(path: Path, key: str, array: np.ndarray, what: str, count: str) -> None:
+    """Integer ids (tokens, classes) are 0..V-1 with V ≤ MAX_IDS; checked before the int64 conversion, so a
+    uint64 2^64 - 1 is refused rather than wrapped to -1."""
+    low, high = int(array.min()), int(array.max())  # Python ints: exact for every integer dtype
+    if low < 0:
+        raise DataError(f"{path}: key {key!r} holds negative {what} (min {low}); {what} are ids 0..{count}-1")
+    if high >= MAX_IDS:
+        raise DataError(f"{path}: key {key!r} holds {what} id {high}; {what} are ids 0..{count}-1, and lstmlab "
+                        f"takes {count} up to {MAX_IDS:,} (each id is a row of the model's embedding or head)")
 
 
 def _finite(path: Path, key: str, array: np.ndarray) -> None:
@@ -375,6 +452,10 @@ class CsvSeries:
 
 
 def read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
+    try:
+        files.check_regular(path)  # a FIFO or a device is refused, not read forever
+    except files.UnreadableFile as e:
+        raise DataError(f"task.path: {e}") from None
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))

@@ -90,8 +90,13 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False, log=
             if folder.exists() and not force:  # another process wrote it while this one waited
                 verify(cfg, folder)
                 return folder
+            if force and (folder.exists() or folder.is_symlink()):
+                check_replaceable(folder)  # --force deletes a dataset, never a folder of something else
             for leftover in folder.parent.glob(f".{folder.name}-*"):  # no generation of it runs but this one
-                shutil.rmtree(leftover, ignore_errors=True)
+                if leftover.is_symlink():
+                    leftover.unlink()  # a link's target is not ours to remove
+                else:
+                    shutil.rmtree(leftover, ignore_errors=True)
             memory.check_dataset(cfg)
             if log is not None:
                 log(f"generating dataset {folder} ...")
@@ -101,12 +106,37 @@ def generate(cfg: TaskConfig, data_dir: str | Path, *, force: bool = False, log=
     return folder
 
 
+def check_replaceable(folder: Path) -> None:
+    """DataError unless `folder` is a dataset that `--force` may delete: a real folder (not a link) of files
+    only, with a meta.json that a dataset writes (its task, config and files). Runs and data sharing one
+    folder, an experiment named like a dataset folder would otherwise be deleted with its runs."""
+    meta_path = folder / "meta.json"
+    problem = None
+    if folder.is_symlink() or not folder.is_dir():
+        problem = "is a symbolic link or not a folder"
+    elif any(entry.is_dir() or entry.is_symlink() for entry in folder.iterdir()):
+        problem = "holds folders or links (a dataset holds only its files)"
+    else:
+        try:
+            meta = files.read_json(meta_path)
+        except files.UnreadableFile as e:
+            problem = f"has an unreadable meta.json ({e.problem})" if meta_path.exists() else "has no meta.json"
+        else:
+            if not (isinstance(meta, dict) and {"task", "config", "files"} <= set(meta)):
+                problem = "has a meta.json that is not a dataset's (no task, config and files)"
+    if problem:
+        raise DataError(f"{folder} {problem}, so --force does not delete it: lstmlab deletes only dataset folders. "
+                        "If something else lives there (runs sharing --data-dir?), give the data another "
+                        "--data-dir; if it is a damaged dataset, delete it yourself and generate again")
+
+
 @contextlib.contextmanager
 def _generation_lock(folder: Path):
-    """An exclusive lock on `.<folder name>.lock` beside the folder, waited for; released when the holder dies."""
+    """An exclusive lock on `.<folder name>.lock` beside the folder, waited for; released when the holder dies.
+    Opened without following a link planted there (files.open_for_writing)."""
     import fcntl
 
-    fd = os.open(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    fd = files.open_for_writing(folder.parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -120,7 +150,9 @@ def _write(cfg: TaskConfig, folder: Path) -> None:
     task = make_task(cfg)
     splits, info = task.generate()
     staging = folder.parent / f".{folder.name}-staging-{os.getpid()}"
-    staging.mkdir()  # mode 0o777 minus the umask, as any folder the user makes
+    staging.mkdir()  # mode 0o777 minus the umask, as any folder the user makes ...
+    mode = staging.stat().st_mode & 0o7777
+    os.chmod(staging, 0o700)  # ... but only this user's while it is written: no one else plants a link in it
     try:
         files = {}
         for split in SPLITS:
@@ -146,7 +178,8 @@ def _write(cfg: TaskConfig, folder: Path) -> None:
         }
         meta["meta_sha256"] = _meta_checksum(meta)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        if folder.exists():  # force: replace the old folder only once the new one is complete
+        os.chmod(staging, mode)
+        if folder.exists():  # force: replace the old folder (checked to be a dataset) once the new one is complete
             shutil.rmtree(folder)
         os.replace(staging, folder)
     except BaseException:
@@ -159,7 +192,8 @@ def verify(cfg: TaskConfig, folder: Path) -> dict[str, Any]:
     meta_path = folder / "meta.json"
     if not meta_path.exists():
         raise DataError(
-            f"dataset {folder} has no meta.json (incomplete or not a dataset); {regenerate_hint(cfg, folder)}"
+            f"dataset {folder} has no meta.json: it is not a dataset, or an incomplete one. If something else lives "
+            f"there (runs sharing --data-dir?), give the data another --data-dir; else {regenerate_hint(cfg, folder)}"
         )
     try:
         meta = files.read_json(meta_path)

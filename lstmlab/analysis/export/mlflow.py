@@ -8,8 +8,8 @@ One MLflow run per run folder, in the MLflow experiment named like the lstmlab e
     tags       lstmlab.experiment, lstmlab.run, lstmlab.status, lstmlab.task, lstmlab.group (the --by
                keys, e.g. model.layers=2), lstmlab.solved, lstmlab.git_sha and mlflow.source.git.commit,
                lstmlab.git_dirty, and lstmlab.folder: the run folder's absolute path
-    artifacts  the run folder's files up to 10 MiB (config.yaml, env.json, metrics.csv, summary.json);
-               never checkpoints
+    artifacts  the run folder's regular files up to 10 MiB (config.yaml, env.json, metrics.csv, summary.json);
+               never checkpoints, never what a symbolic link in the folder points at
     status     FINISHED, FAILED, KILLED (interrupted) or RUNNING, from summary.json
 
 Exporting again updates, never duplicates: the MLflow run of a folder is found by its tag
@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,10 +70,29 @@ def mlflow_client(tracking_uri: str):
                         ) from None
 
 
+def check_sqlite_writable(tracking_uri: str) -> None:
+    """A sqlite:/// store must be writable, and so must its folder (SQLite's journal, mlartifacts/): tried
+    for real, up front (os.access is no answer for root or on a read-only mount), since MLflow would retry a
+    read-only database for minutes before giving up."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return
+    database = Path(tracking_uri.removeprefix("sqlite:///"))
+    flag = f"--tracking-uri {tracking_uri}"
+    for where, attempt in ((database, lambda: os.close(os.open(database, os.O_RDWR)) if database.exists() else None),
+                           (database.parent, lambda: tempfile.TemporaryFile(dir=database.parent).close())):
+        try:
+            attempt()
+        except OSError as e:
+            raise UserError(f"{flag}: cannot write {where} ({e.strerror or type(e).__name__}); the SQLite database "
+                            "and the folder it is in (its journal and mlartifacts/ go there) must be writable"
+                            ) from None
+
+
 def export_mlflow(paths: list[Path], tracking_uri: str = DEFAULT_URI, experiment: str | None = None,
                   by: tuple[str, ...] = ("model.layers",)) -> list[Exported]:
     """Every run folder under `paths` into the tracking store; returns what was done to each."""
     records = [read_run(folder) for folder in run_folders(paths)]
+    check_sqlite_writable(tracking_uri)
     client = mlflow_client(tracking_uri)
     experiments: dict[str, str] = {}
     done = []
@@ -137,10 +159,12 @@ def export_run(client, experiment_id: str, record: RunRecord, experiment_name: s
     for start in range(0, max(len(new_params), len(tags)), PARAMS_PER_BATCH):
         client.log_batch(run_id, params=new_params[start : start + PARAMS_PER_BATCH],
                          tags=tags[start : start + PARAMS_PER_BATCH])
-    for path in sorted(record.folder.path.iterdir()):
-        if path.is_file() and not path.name.startswith(".") and path.suffix != ".pt" \
-                and path.stat().st_size <= ARTIFACT_LIMIT:
+    for path in artifacts(record.folder.path):
+        try:
             client.log_artifact(run_id, str(path))
+        except OSError as e:  # the artifact store: a full disk, a read-only folder
+            raise UserError(f"cannot copy {path} into the artifact store at {e.filename or 'its location'} "
+                            f"({e.strerror or type(e).__name__})") from None
     status = STATUS.get(record.status, "RUNNING")
     if status == "RUNNING":
         client.update_run(run_id, status=status)
@@ -149,6 +173,19 @@ def export_run(client, experiment_id: str, record: RunRecord, experiment_name: s
         end = int((started + wall) * 1000) if started is not None and isinstance(wall, (int, float)) else None
         client.set_terminated(run_id, status=status, end_time=end)
     return Exported(record.folder.path, experiment_name, run_id, action, len(new))
+
+
+def artifacts(folder: Path) -> list[Path]:
+    """The run folder's own files to copy: regular files (a symbolic link is not followed: one planted in a
+    shared run folder would copy its target, any file this user can read), not hidden, not checkpoints,
+    up to ARTIFACT_LIMIT bytes."""
+    out = []
+    for path in sorted(folder.iterdir()):
+        info = path.lstat()  # the name itself, not what a link points at
+        if stat.S_ISREG(info.st_mode) and not path.name.startswith(".") and path.suffix != ".pt" \
+                and info.st_size <= ARTIFACT_LIMIT:
+            out.append(path)
+    return out
 
 
 def run_params(record: RunRecord) -> dict[str, str]:

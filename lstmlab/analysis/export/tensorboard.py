@@ -28,6 +28,7 @@ from typing import Any
 
 from lstmlab.analysis.compare import stats
 from lstmlab.analysis.export import NOT_SCALARS, as_text, folder_started, read_run, run_folders
+from lstmlab.files import UnwritableFolder, make_folder, os_problem
 from lstmlab.run.folder import RunFolder
 from lstmlab.run.tensorboard import TensorBoardLog, summary_writer  # noqa: F401 (export's writer)
 
@@ -54,6 +55,16 @@ def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...
     comparison = compare_runs(paths, by=by)  # checks --by before anything is written
     done = Exported(Path(logdir), skipped=[(s.path, s.reason) for s in comparison.skipped])
     done.warnings = [w for w in [comparison_warning(comparison)] if w]
+    make_folder(logdir, "--logdir")  # a file there is named, not a NotADirectoryError
+    try:
+        _write(folders, comparison, logdir, done)
+    except OSError as e:  # a file where a run's folder would go, a full disk
+        raise UnwritableFolder(f"cannot write {e.filename or logdir} (under --logdir {logdir}): "
+                               f"{os_problem(e)}") from None
+    return done
+
+
+def _write(folders: list[RunFolder], comparison, logdir: str | Path, done: Exported) -> None:
     with TensorBoardLog(logdir, replace=True) as log:
         for folder in folders:
             record = read_run(folder)
@@ -69,7 +80,6 @@ def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...
             for statistic, rows in aggregate([record.rows for record in records]).items():
                 log.log_evaluation(f"{where}/{label}/{statistic}", rows)
             done.groups.append(f"{where}/{label}")
-    return done
 
 
 def aggregate(runs: list[list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
