@@ -242,8 +242,6 @@ class _Search:
 
     def out_of_range(self, group: GroupResult, value: Any) -> str | None:
         low, high = self.cfg.tune.min, self.cfg.tune.max
-        if value is None or value in group.grid:
-            return "no further value on that side of an integer grid"
         if low is not None and value < low:
             return f"the next value {value} is below tune.min {low}"
         if high is not None and value > high:
@@ -331,17 +329,16 @@ def check(cfg: ExperimentConfig) -> None:
                               "fraction of the budget cannot go on as the full run; use constant or plateau")
 
 
-def next_value(grid: list[Any], side: str) -> Any | None:
+def next_value(grid: list[Any], side: str) -> Any:
     """The next value beyond the `side` ("smallest" | "largest") edge of the sorted `grid`, with its spacing
-    there (see the module's docstring); None where an integer grid has no further integer."""
+    there (see the module's docstring); on a grid of integers, rounded away from the grid."""
     a, b = (grid[0], grid[1]) if side == "smallest" else (grid[-1], grid[-2])  # a: the edge, b: its neighbour
     if geometric(grid):
         value = a * (a / b)  # v_n · (v_n / v_{n-1}), or v_1 / (v_2 / v_1)
     else:
         value = a + (a - b)  # v_n + (v_n - v_{n-1}), or v_1 - (v_2 - v_1)
     if all(isinstance(v, int) and not isinstance(v, bool) for v in grid):
-        value = int(math.floor(value) if side == "smallest" else math.ceil(value))
-        return None if value == a else value
+        return int(math.floor(value) if side == "smallest" else math.ceil(value))
     return float(f"{value:.6g}")
 
 
