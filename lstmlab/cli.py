@@ -239,14 +239,15 @@ def train(
 
 def _train_search(cfg, runs_dir: Path, data_dir: Path, console, **sweep_options) -> None:
     """train --tune KEY [--halving]: lstmlab.search drives run_sweep; then compare --tune on its runs."""
-    from lstmlab.run.sweep import exit_code
+    from lstmlab.run.sweep import exit_code, sigterm_like_ctrl_c
     from lstmlab.search import search, sweep_trainer
 
     def log(line: str) -> None:
         console.print(line, markup=False)
 
     try:
-        result = search(cfg, sweep_trainer(runs_dir, data_dir, log=log, **sweep_options), runs_dir, log=log)
+        with sigterm_like_ctrl_c():  # between two sweeps of the search too, SIGTERM stops it as Ctrl-C does
+            result = search(cfg, sweep_trainer(runs_dir, data_dir, log=log, **sweep_options), runs_dir, log=log)
     except KeyboardInterrupt:
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume the search")
         raise typer.Exit(130) from None

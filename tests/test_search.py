@@ -288,3 +288,31 @@ def test_train_halving_end_to_end(tmp_path):
     assert yaml.safe_load((runs / survivors[0] / "config.yaml").read_text())["train"]["steps"] == 20
     assert "halving: 40 member steps trained; every value tried trained to 20 steps would take 60 (33% saved)" in output
     assert f"train.lr={survivors[0].split('lr')[1]}" in output
+
+
+def test_a_search_stopped_by_sigterm_resumes_where_it_stopped(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    config = write_config(tmp_path / "c.yaml", {**TINY, "train": {**TINY["train"], "steps": 200},
+                                                "sweep": {"train.lr": [0.001, 0.002]}, "tune": {"max_widen": 3}})
+    command = [sys.executable, "-m", "lstmlab", "train", str(config), "-q", "--tune", "train.lr", "--runs-dir",
+               str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data")]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    seen = []
+    for line in process.stdout:  # the grid is done and scored; the first widening is being trained
+        seen.append(line)
+        if "widening to" in line:
+            process.send_signal(signal.SIGTERM)
+            break
+    rest = process.stdout.read()
+    assert process.wait(timeout=120) == 130, "".join(seen) + rest
+    assert "interrupted: checkpoints saved; run the same command again to resume the search" in rest
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    # the grid's two runs are not trained again; the search goes on from the widening it was in
+    assert "skipped (already completed) (2): L1-lstm-s0-lr0.001, L1-lstm-s0-lr0.002" in again.stdout
+    assert "search train.lr: " in again.stdout

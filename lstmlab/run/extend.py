@@ -27,7 +27,8 @@ from lstmlab.run.folder import RunBusy, RunFolder, run_name
 
 
 def continuable(run: RunFolder, config: dict[str, Any]) -> int | None:
-    """The step a completed (or half-continued) run of `config` at a smaller train.steps stopped at; else None."""
+    """The train.steps of a completed or failed (or half-continued) run of `config` at a smaller train.steps,
+    with a checkpoint to go on from; else None."""
     try:
         saved = run.config()
         summary = run.summary() or {}
@@ -39,13 +40,14 @@ def continuable(run: RunFolder, config: dict[str, Any]) -> int | None:
         return None
     if saved != {**config, "train": {**config["train"], "steps": saved_steps}}:
         return None
-    if summary.get("status") != "completed" and summary.get("continued_from") != saved_steps:
+    # a failed run continues too (from its last checkpoint it fails again, as the straight run would)
+    if summary.get("status") not in ("completed", "failed") and summary.get("continued_from") != saved_steps:
         return None
     return saved_steps if run.has_checkpoint() else None
 
 
 def continue_run(run: RunFolder, cfg: ExperimentConfig) -> int | None:
-    """Make the completed shorter run in `run` an interrupted run of `cfg` (a resolved config); returns the
+    """Make the completed (or failed) shorter run in `run` an interrupted run of `cfg` (a resolved config); returns the
     step it goes on from, or None when the folder holds no such run (the sweep then says what it holds)."""
     config = cfg.model_dump(mode="json")
     with run.lock():
