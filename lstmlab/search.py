@@ -122,7 +122,8 @@ class _Search:
 
     def folders(self, where: dict[str, Any], values: list[Any]) -> list[Path]:
         cfg = self.config(where, values)
-        return [self.runs_dir / cfg.experiment / run_name(point, self.axes) for point in cfg.runs()]
+        return list(dict.fromkeys(self.runs_dir / cfg.experiment / run_name(point, self.axes)
+                                  for point in cfg.runs()))  # a repeated seed is one run
 
     def records(self, where: dict[str, Any], values: list[Any], steps: int) -> tuple[list[RunRecord], list[RunRecord]]:
         """(completed runs with a validation metric, failed runs) of the group at `values`, trained to `steps`."""
