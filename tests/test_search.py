@@ -316,3 +316,14 @@ def test_a_search_stopped_by_sigterm_resumes_where_it_stopped(tmp_path):
     # the grid's two runs are not trained again; the search goes on from the widening it was in
     assert "skipped (already completed) (2): L1-lstm-s0-lr0.001, L1-lstm-s0-lr0.002" in again.stdout
     assert "search train.lr: " in again.stdout
+
+
+def test_the_config_section_alone_starts_the_search_and_stays_out_of_run_folders(tmp_path):
+    config = write_config(tmp_path / "c.yaml", {**TINY, "sweep": {"train.lr": [0.001, 0.002]},
+                                                "tune": {"key": "train.lr", "max_widen": 0}})
+    result = train(tmp_path, config)
+    assert result.exit_code == 0, result.output
+    assert "search train.lr: " in " ".join(result.output.split())
+    for folder in (tmp_path / "runs" / "tiny").iterdir():
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert "tune" not in saved and "halving" not in saved and saved["train"]["lr"] in (0.001, 0.002)
