@@ -196,6 +196,20 @@ def test_halving_keeps_the_right_value_and_continues_its_runs(tmp_path):
     assert plain.groups[0].chosen == group.chosen
 
 
+def test_after_halving_a_widened_value_trains_to_the_full_budget(tmp_path):
+    cfg = study([0.01, 0.02, 0.04], train={"steps": 40, "eval_every": 10}, tune={"max_widen": 1},
+                halving={"enabled": True, "eta": 3, "min_fraction": 0.25})
+    trainer = FakeTrainer(tmp_path, lambda lr, layers, seed, steps: 1.0 - lr)  # the largest lr leads throughout
+    result = search(cfg, trainer, tmp_path, log=lambda _: None)
+    (group,) = result.groups
+    # rungs 10, 30, 40 keep 0.04; it is the grid's edge, so 0.08 trains straight to 40 steps, and is the limit
+    assert [({s for *_, s in call}, trainer.values(i)) for i, call in enumerate(trainer.calls)] == \
+        [({10}, [0.01, 0.02, 0.04]), ({30}, [0.04]), ({40}, [0.04]), ({40}, [0.08])]
+    assert (group.grid, group.full, group.chosen, group.ended) == ([0.01, 0.02, 0.04, 0.08], [0.04, 0.08], 0.08,
+                                                                   "limit")
+    assert result.steps_full_grid == 4 * 2 * 40 and result.steps_trained == 2 * 2 * 10 + 2 * 40 + 2 * 40
+
+
 # -- bad input: exit 2, the key named ---------------------------------------------------------------------
 
 
