@@ -170,6 +170,18 @@ def train(
                            help="Train into an experiment folder whose runs have another config (keys other than "
                            "sweep axes differ). Without it such a command is refused before anything trains.")
     ] = False,
+    tune: Annotated[
+        str | None,
+        typer.Option("--tune", metavar="KEY", rich_help_panel=RUN_PANEL, show_default=False,
+                     help="Tune this sweep axis (e.g. train.lr) within each group of the other axes, as compare "
+                     "--tune chooses, and widen its grid where the best value sits at an edge (tune.max_widen, "
+                     "tune.min, tune.max limit it; docs/tuning.md).")
+    ] = None,
+    halving: Annotated[
+        bool, typer.Option("--halving", rich_help_panel=RUN_PANEL,
+                           help="With --tune: successive halving first (every value to a fraction of the budget, "
+                           "the best 1/eta go on; halving.eta, halving.min_fraction).")
+    ] = False,
 ) -> None:
     """Train every run of CONFIG's sweep (one run folder each), then print the comparison.
 
@@ -181,6 +193,14 @@ def train(
     pack_size = parse_pack(pack)
     sweep = [*(sweep or []), *seed_sweep(seeds, sweep or [], set_ or [])]
     cfg = load_config(config, set_ or [], sweep)
+    if tune or halving:  # the flags win over the config's tune and halving sections
+        cfg = cfg.model_copy(update={"tune": cfg.tune.model_copy(update={"key": tune or cfg.tune.key}),
+                                     "halving": cfg.halving.model_copy(update={"enabled": halving or
+                                                                               cfg.halving.enabled})})
+    if cfg.tune.key or cfg.halving.enabled:
+        from lstmlab.search import check
+
+        check(cfg)  # bad input before anything trains
     console = _console()
     if cfg.sweep_points() >= 1000:  # each point is checked before any run starts: say so, it takes a while
         _console(stderr=True).print(f"checking the sweep's {cfg.sweep_points():,} points (each is validated before "
@@ -214,6 +234,10 @@ def train(
         summary_writer()
         make_folder(tensorboard, "--tensorboard")
     make_folder(runs_dir / cfg.experiment, "--runs-dir")  # before any run: one message, not one per run
+    if cfg.tune.key:
+        return _train_search(cfg, runs_dir, data_dir, console, restart=restart, quiet=quiet, jobs=jobs,
+                             pack=pack_size, executor=executor, executor_options=executor_opt or [],
+                             argv=sys.argv, tensorboard=tensorboard)
     try:
         outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
                              pack=pack_size, executor=executor, executor_options=executor_opt or [], argv=sys.argv,
@@ -231,6 +255,34 @@ def train(
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
     if code:
         raise typer.Exit(code)
+
+
+def _train_search(cfg, runs_dir: Path, data_dir: Path, console, **sweep_options) -> None:
+    """train --tune KEY [--halving]: lstmlab.search drives run_sweep; then compare --tune on its runs."""
+    from lstmlab.run.sweep import exit_code, sigterm_like_ctrl_c
+    from lstmlab.search import search, sweep_trainer
+
+    def log(line: str) -> None:
+        console.print(line, markup=False)
+
+    try:
+        with sigterm_like_ctrl_c():  # between two sweeps of the search too, SIGTERM stops it as Ctrl-C does
+            result = search(cfg, sweep_trainer(runs_dir, data_dir, log=log, **sweep_options), runs_dir, log=log)
+    except KeyboardInterrupt:
+        _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume the search")
+        raise typer.Exit(130) from None
+    if result.paths:
+        from lstmlab.analysis.compare import compare_runs, render
+
+        by = tuple(k for k in cfg.sweep if k not in (result.key, "train.seed")) or ("model.layers",)
+        console.print(render(compare_runs(result.paths, by=by, tune_keys=(result.key,)), "table"))
+        if cfg.halving.enabled:
+            console.print("note: the table reads the runs trained to the full budget only; the search's grid "
+                          "also held the values halving stopped early (see its lines above)", markup=False)
+    # a value that diverges fails its runs: the search reads that as a score, not as an error of the command
+    code = exit_code([o for o in result.outcomes if o.status != "failed"])
+    if code or any(g.ended == "no runs" for g in result.groups):
+        raise typer.Exit(code or 1)
 
 
 @app.command("generate-data", rich_help_panel="Experiments")

@@ -142,6 +142,30 @@ def available_cpus() -> int:
         return os.cpu_count() or 1
 
 
+class TuneConfig(Section):
+    """`train --tune KEY`: per group, widen the grid of one sweep axis while its best value sits at an edge
+    (lstmlab.search). Not part of a run's config: it changes which runs exist, not how one trains."""
+
+    key: str | None = Field(
+        None, description="The sweep axis to tune within each group (e.g. train.lr), chosen by mean "
+        "validation metric as `compare --tune` does; `train --tune KEY` sets it. null: no search.",
+    )
+    max_widen: int = Field(3, ge=0, description="Widenings per group at most; then the group stops at its edge.")
+    min: float | None = Field(None, description="No value below this is tried. null: the key's own range only.")
+    max: float | None = Field(None, description="No value above this is tried. null: the key's own range only.")
+
+
+class HalvingConfig(Section):
+    """`train --halving`: successive halving over the tuned key's values (lstmlab.search)."""
+
+    enabled: bool = Field(False, description="Train every value to a fraction of the budget, continue the best "
+                          "1/eta of them, and so on to train.steps; `train --halving` sets it.")
+    eta: int = Field(3, ge=2, description="Each rung keeps the best 1/eta of the values (at least one) and "
+                     "multiplies the budget by eta.")
+    min_fraction: float = Field(0.25, gt=0.0, le=1.0, description="The first rung's budget as a fraction of "
+                                "train.steps (rounded up to a multiple of train.eval_every).")
+
+
 class ExperimentConfig(Section):
     """A whole experiment: what to learn, with what, how, and which points to sweep."""
 
@@ -157,6 +181,10 @@ class ExperimentConfig(Section):
         description="Dotted key -> list of values; one run per point of the cartesian product. {range: N} "
         "stands for the list 0, 1, ..., N-1 (train.seed: {range: 10} is ten seeds).",
     )
+    tune: TuneConfig = Field(default_factory=TuneConfig, exclude=True,  # not in run folders' config.yaml
+                             description="train --tune: the grid search that widens itself (keys below).")
+    halving: HalvingConfig = Field(default_factory=HalvingConfig, exclude=True,
+                                   description="train --halving: successive halving (keys below).")
 
     @field_validator("sweep", mode="before")
     @classmethod
@@ -527,9 +555,12 @@ def config_reference() -> str:
     from lstmlab.tasks import BUILTIN_TASKS  # not installed plugins: the README describes lstmlab itself
     from lstmlab.tasks.base import TaskConfig
 
-    lines = ["### Top level", "", *_table("", ExperimentConfig, skip=("task", "model", "train")), ""]
+    lines = ["### Top level", "", *_table("", ExperimentConfig, skip=("task", "model", "train", "tune", "halving")),
+             ""]
     lines += ["### model", "", *_table("model.", ModelConfig), ""]
     lines += ["### train", "", *_table("train.", TrainConfig), ""]
+    lines += ["### tune", "", *_table("tune.", TuneConfig), ""]
+    lines += ["### halving", "", *_table("halving.", HalvingConfig), ""]
     lines += ["### task (every task)", "", *_table("task.", TaskConfig), ""]
     for name, cls in sorted(BUILTIN_TASKS.items()):
         doc = (cls.__module__ and __import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
