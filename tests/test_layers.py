@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_import_contracts_are_kept():
-    lint = shutil.which("lint-imports")
+    beside = Path(sys.executable).parent / "lint-imports"  # the test's own environment, activated or not
+    lint = str(beside) if beside.exists() else shutil.which("lint-imports")
     if lint is None:
         pytest.fail("lint-imports is missing: it comes with the [dev] extra (import-linter)")
     out = subprocess.run([lint, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
