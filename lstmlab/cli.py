@@ -119,8 +119,9 @@ def train(
     data_dir: DataDir = Path("data"),
     print_config: Annotated[
         bool,
-        typer.Option("--print-config", help="Print the resolved run configs and exit (missing datasets are "
-                     "generated first: a task's data sizes the model).", rich_help_panel=CONFIG_PANEL),
+        typer.Option("--print-config", help="Print the resolved run configs and exit; a dry run: nothing is "
+                     "written (a hidden size only the data can give is said to be derived at train time).",
+                     rich_help_panel=CONFIG_PANEL),
     ] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Start runs over instead of resuming or skipping them.",
@@ -171,18 +172,9 @@ def train(
     for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
         _console(stderr=True).print(f"note: {note}", markup=False)
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
-        from lstmlab.run.folder import run_name
-        from lstmlab.run.sweep import distinct_points
-        from lstmlab.run.train import resolve_run
+        from lstmlab.run.sweep import print_configs
 
-        def note(line: str) -> None:
-            _console(stderr=True).print(line, markup=False)
-
-        points = distinct_points(cfg, note)
-        for i, point in enumerate(points, 1):
-            resolved, _ = resolve_run(point, data_dir, log=note)
-            sys.stdout.write(f"--- # run {i}/{len(points)}: {run_name(point, tuple(cfg.sweep))}\n")
-            sys.stdout.write(resolved.dump_yaml())
+        print_configs(cfg, data_dir, sys.stdout.write, lambda line: _console(stderr=True).print(line, markup=False))
         return
 
     from lstmlab.files import make_folder
