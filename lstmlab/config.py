@@ -7,6 +7,7 @@ Unknown keys are errors: a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import re
 from collections.abc import Iterator
@@ -34,16 +35,24 @@ def _task_union():
 TaskConfigUnion = _task_union()
 
 LSTM_TYPES = ("scratch-lstm", "lstm")  # the types forget_bias applies to
-MODEL_TYPES = core_names((*LSTM_TYPES, "gru", "rnn"))  # built-in, then installed plugin cores
+BUILTIN_MODEL_TYPES = (*LSTM_TYPES, "gru", "rnn")  # plugin cores are looked up when a config is validated
+
+
+@functools.cache
+def model_types() -> tuple[str, ...]:
+    """Built-in core names, then those installed plugins add (lstmlab.plugins.core_names), looked up the first
+    time a config is validated, not when this module loads (an entry-point scan costs milliseconds)."""
+    return core_names(BUILTIN_MODEL_TYPES)
 
 
 class ModelConfig(Section):
     """The network: input encoder -> recurrent core -> head."""
 
-    type: Literal[MODEL_TYPES] = Field(  # type: ignore[valid-type]
+    type: str = Field(
         "scratch-lstm",
         description="Recurrent core: lstmlab's own LSTM (scratch-lstm) or torch.nn's LSTM, GRU, RNN "
         "(or a core an installed plugin adds).",
+        json_schema_extra={"choices": list(BUILTIN_MODEL_TYPES)},
     )
     layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
     hidden_size: int | None = Field(
@@ -77,6 +86,16 @@ class ModelConfig(Section):
         description="Token tasks that predict tokens: share the embedding and output matrices "
         "(needs embedding_dim equal to hidden_size).",
     )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> str:
+        """A registry name, checked when a config is validated (not a Literal fixed when this module loaded)."""
+        valid = model_types()
+        if value not in valid:
+            names = [repr(name) for name in valid]
+            raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+        return value
 
 
 class TrainConfig(Section):
@@ -383,7 +402,10 @@ def _allowed(field) -> str:
     nullable = type(None) in args
     if nullable:
         annotation = next(a for a in args if a is not type(None))
-    if typing.get_origin(annotation) is Literal:
+    choices = (field.json_schema_extra or {}).get("choices") if isinstance(field.json_schema_extra, dict) else None
+    if choices:  # a registry's built-in names (model.type): plugins may add more
+        text = " \\| ".join(f"`{v}`" for v in choices)
+    elif typing.get_origin(annotation) is Literal:
         text = " \\| ".join(f"`{v}`" for v in typing.get_args(annotation))
     else:
         text = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))

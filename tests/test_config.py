@@ -126,3 +126,23 @@ def test_every_field_is_documented():
             if name == "name" and model is not ExperimentConfig:
                 continue  # each task's `name` tag; documented once, on TaskConfig
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_model_types_come_from_the_registry_when_a_config_is_validated(monkeypatch):
+    """model.type is checked against the core registry (plugins included) at validation, not fixed as a Literal
+    when lstmlab.config was imported: a core registered afterwards is valid, and the error lists it."""
+    from importlib.metadata import EntryPoint
+
+    from lstmlab import config, plugins
+
+    late = EntryPoint("late-core", "somewhere:make", plugins.CORE_GROUP)
+    monkeypatch.setattr(plugins, "plugin_entry_points",
+                        lambda group: {"late-core": late} if group == plugins.CORE_GROUP else {})
+    config.model_types.cache_clear()
+    try:
+        assert validate({"task": {"name": "adding"}, "model": {"type": "late-core"}}).model.type == "late-core"
+        with pytest.raises(ConfigError, match=r"model.type: Input should be 'scratch-lstm', 'lstm', 'gru', 'rnn' "
+                                              r"or 'late-core' \(got 'nope'\)"):
+            validate({"task": {"name": "adding"}, "model": {"type": "nope"}})
+    finally:
+        config.model_types.cache_clear()
