@@ -255,13 +255,17 @@ def execute_on(executor: Executor, units: list[Unit], options: UnitOptions, log:
         finishes = executor.run(functools.partial(run_unit, options=dataclasses.replace(options, quiet=True)),
                                 units, labels, log)
     for finished in finishes:
-        if finished.result is not None:
-            yield finished.result
-            continue
-        outcomes = [_outcome_from_folder(p, options) for p in units[finished.index].points]
-        if finished.error is not None:  # say why, unless its folder says it completed or stopped cleanly
-            outcomes = [o if o.status != "failed" else dataclasses.replace(o, detail=finished.error) for o in outcomes]
-        yield outcomes
+        outcomes = finished.result
+        if outcomes is None:
+            outcomes = [_outcome_from_folder(p, options) for p in units[finished.index].points]
+            if finished.error is not None:  # say why, unless its folder says it completed or stopped cleanly
+                outcomes = [o if o.status != "failed" else dataclasses.replace(o, detail=finished.error)
+                            for o in outcomes]
+        try:
+            yield outcomes
+        except KeyboardInterrupt as e:  # thrown in here (stop_units): the executor must stop its workers too
+            stop_units(finishes, e)
+            raise
 
 
 def stop_units(units: Iterator[list[Outcome]], interrupt: KeyboardInterrupt) -> None:
