@@ -98,7 +98,7 @@ def train_single(cfg: ExperimentConfig, runs_dir: str | Path = "runs", data_dir:
                 continue
             val, (train_scores, mean_norm) = evaluate(model, task, data["val"], cfg), interval.means()
             if not all(math.isfinite(v) for v in [*val.values(), *train_scores.values()]):
-                raise FloatingPointError(f"a metric became non-finite at step {done}")  # train_pack: status failed
+                raise FloatingPointError(f"a metric became non-finite at step {done}")  # train_pack: run "failed"
             common = {"step": done, "epoch": done * cfg.train.batch_size / n_train,
                       "lr": optimizer.param_groups[0]["lr"], "elapsed_s": time.perf_counter() - started,
                       "grad_norm": mean_norm, "seq_per_s": interval.seqs / max(interval.seconds, 1e-9)}
@@ -117,8 +117,9 @@ def train_single(cfg: ExperimentConfig, runs_dir: str | Path = "runs", data_dir:
                                  "best": best.state_dict(), "interval": interval.state_dict(),
                                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                  "scheduler": scheduler.state_dict(),
-                                 "rng": {"torch": torch.get_rng_state(), "cuda": None, "batches": batches.get_state()}},
-                                config=config)
+                                 "rng": {"torch": torch.get_rng_state(), "batches": batches.get_state(),
+                                         "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}},
+                                config=config)  # the format train_pack writes and resumes from
             if cfg.train.early_stop_patience and bad_evals >= cfg.train.early_stop_patience:
                 break
         # -- finish: the best-by-validation weights on the test split --
