@@ -178,6 +178,7 @@ def train(
         return
 
     from lstmlab.files import make_folder
+    from lstmlab.run.options import UnitOptions
     from lstmlab.run.sweep import exit_code, run_sweep
 
     if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
@@ -187,9 +188,9 @@ def train(
         make_folder(tensorboard, "--tensorboard")
     make_folder(runs_dir / cfg.experiment, "--runs-dir")  # before any run: one message, not one per run
     try:
-        outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
-                             pack=pack_size, executor=executor, executor_options=executor_opt or [], argv=sys.argv,
-                             tensorboard=tensorboard, log=lambda line: console.print(line, markup=False))
+        options = UnitOptions(runs_dir, data_dir, restart=restart, quiet=quiet, argv=sys.argv, tensorboard=tensorboard)
+        outcomes = run_sweep(cfg, options, jobs=jobs, pack=pack_size, executor=executor,
+                             executor_options=executor_opt or [], log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]
