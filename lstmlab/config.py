@@ -12,27 +12,34 @@ import itertools
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from lstmlab import files
 from lstmlab.errors import ConfigError, UserError
 from lstmlab.kernels import BACKEND_NAMES
 from lstmlab.plugins import core_names
 from lstmlab.schema import SEED_MAX, Section
-from lstmlab.tasks import TASKS, valid_tasks
+from lstmlab.tasks import TASKS, TaskConfig, valid_tasks
 
 
-def _task_union():
-    configs = tuple(cls.Config for cls in TASKS.values())
-    if len(configs) == 1:
-        return configs[0]
-    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 (a tuple of types)
-
-
-TaskConfigUnion = _task_union()
+def task_config(value: Any) -> Any:
+    """The `task` section as its task's own Config, the task looked up in the registry (lstmlab.tasks.TASKS,
+    plugins included) when a config is validated; its keys' errors keep their place (task.seq_len)."""
+    if isinstance(value, TaskConfig):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("model_attributes_type",
+                                  "Input should be a valid dictionary or object to extract fields from")
+    name = value.get("name")
+    if name is None:
+        raise PydanticCustomError("union_tag_not_found", "task.name is missing")
+    if not isinstance(name, str) or name not in TASKS:
+        raise PydanticCustomError("union_tag_invalid", "unknown task {tag}", {"tag": str(name)})
+    return TASKS[name].Config.model_validate(value)
 
 LSTM_TYPES = ("scratch-lstm", "lstm")  # the types forget_bias applies to
 BUILTIN_MODEL_TYPES = (*LSTM_TYPES, "gru", "rnn")  # plugin cores are looked up when a config is validated
@@ -145,13 +152,15 @@ class ExperimentConfig(Section):
         "default", max_length=100,
         description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/.",
     )
-    task: TaskConfigUnion = Field(description="The sequence task; `name` picks it, its keys follow.")  # type: ignore[valid-type]
+    task: SerializeAsAny[TaskConfig] = Field(description="The sequence task; `name` picks it, its keys follow.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network (keys below).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training recipe (keys below).")
     sweep: dict[str, list[Any]] = Field(
         default_factory=dict,
         description="Dotted key -> list of values; one run per point of the cartesian product.",
     )
+
+    _task = field_validator("task", mode="before")(task_config)
 
     @field_validator("experiment")
     @classmethod

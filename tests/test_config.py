@@ -146,3 +146,27 @@ def test_model_types_come_from_the_registry_when_a_config_is_validated(monkeypat
             validate({"task": {"name": "adding"}, "model": {"type": "nope"}})
     finally:
         config.model_types.cache_clear()
+
+
+def test_task_names_come_from_the_registry_when_a_config_is_validated(monkeypatch):
+    """The task section is checked against the task registry when a config is validated: a task registered after
+    lstmlab.config was imported validates with its own Config, and an unknown name lists it."""
+    from lstmlab.tasks import TASKS
+    from lstmlab.tasks.adding import AddingTask
+
+    class LateConfig(AddingTask.Config):
+        name: str = "late-task"
+        extra_key: int = 3
+
+    class LateTask(AddingTask):
+        name = "late-task"
+        Config = LateConfig
+
+    monkeypatch.setitem(TASKS, "late-task", LateTask)
+    cfg = validate({"task": {"name": "late-task", "extra_key": 5, "seq_len": 7}})
+    assert type(cfg.task) is LateConfig and cfg.task.extra_key == 5
+    assert cfg.model_dump()["task"]["extra_key"] == 5  # the task's own keys are dumped, not only the shared ones
+    with pytest.raises(ConfigError, match=r"task.name: unknown task 'nope'; valid tasks: .*late-task"):
+        validate({"task": {"name": "nope"}})
+    with pytest.raises(ConfigError, match=r"task.extra_key: Input should be a valid integer"):
+        validate({"task": {"name": "late-task", "extra_key": "x"}})
