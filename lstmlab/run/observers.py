@@ -9,9 +9,10 @@ diagnostics.csv, the test hooks. The loop (lstmlab.run.train, lstmlab.run.single
     close()                 the loop ends, however it ends
 
 `run` is the loop's view of one run: `.name`, `.cfg` (its resolved ExperimentConfig), `.run` (its RunFolder),
-`.step`, `.summary`, `.model` (its SequenceModel), `.task`, `.splits` (the data on the device) and `.elapsed_s()`
-(wall seconds trained, earlier processes included). An observer reads them and changes nothing a run computes:
-the same run trains to the same numbers whatever observes it.
+`.step`, `.summary`, `.result` (None while it trains), `.done_training()`, `.model` (its SequenceModel), `.task`,
+`.splits` (the data on the device) and `.elapsed_s()` (wall seconds trained, earlier processes included). An
+observer reads them and changes nothing a run computes: the same run trains to the same numbers whatever
+observes it.
 
 Observers are built where the unit runs, from its UnitOptions (`observers_for`): the CLI and the sweep decide
 which, the loop only calls them.
@@ -72,7 +73,7 @@ class TestHooks(Observer):
     __test__ = False  # not a pytest test class
 
     def on_step(self, run: Any, step: int) -> None:
-        if not run.done_training():
+        if run.result is None and not run.done_training():  # it goes on from this boundary (not failed, not done)
             fire_test_hooks(f"step={step}", run.name)
 
 
