@@ -127,8 +127,9 @@ def train(
     data_dir: DataDir = Path("data"),
     print_config: Annotated[
         bool,
-        typer.Option("--print-config", help="Print the resolved run configs and exit (missing datasets are "
-                     "generated first: a task's data sizes the model).", rich_help_panel=CONFIG_PANEL),
+        typer.Option("--print-config", help="Print the resolved run configs and exit; a dry run: nothing is "
+                     "written (a hidden size only the data can give is said to be derived at train time).",
+                     rich_help_panel=CONFIG_PANEL),
     ] = False,
     restart: Annotated[
         bool, typer.Option("--restart", help="Start runs over instead of resuming or skipping them.",
@@ -208,22 +209,14 @@ def train(
     for note in dict.fromkeys(note for point in cfg.runs() for note in ignored_keys(point)):
         _console(stderr=True).print(f"note: {note}", markup=False)
     if print_config:  # one YAML document per run: `yaml.safe_load_all` reads them back
-        from lstmlab.run.folder import run_name
-        from lstmlab.run.sweep import distinct_points
-        from lstmlab.run.train import resolve_run
+        from lstmlab.run.sweep import print_configs
 
-        def note(line: str) -> None:
-            _console(stderr=True).print(line, markup=False)
-
-        points = distinct_points(cfg, note)
-        for i, point in enumerate(points, 1):
-            resolved, _ = resolve_run(point, data_dir, log=note)
-            sys.stdout.write(f"--- # run {i}/{len(points)}: {run_name(point, tuple(cfg.sweep))}\n")
-            sys.stdout.write(resolved.dump_yaml())
+        print_configs(cfg, data_dir, sys.stdout.write, lambda line: _console(stderr=True).print(line, markup=False))
         return
 
     from lstmlab.files import make_folder
     from lstmlab.run.identity import check_experiment
+    from lstmlab.run.options import UnitOptions
     from lstmlab.run.sweep import exit_code, run_sweep
 
     check_experiment(cfg, runs_dir, allow_mixed=allow_mixed_configs, restart=restart)  # one config per folder
@@ -239,9 +232,9 @@ def train(
                              pack=pack_size, executor=executor, executor_options=executor_opt or [],
                              argv=sys.argv, tensorboard=tensorboard)
     try:
-        outcomes = run_sweep(cfg, runs_dir=runs_dir, data_dir=data_dir, restart=restart, quiet=quiet, jobs=jobs,
-                             pack=pack_size, executor=executor, executor_options=executor_opt or [], argv=sys.argv,
-                             tensorboard=tensorboard, log=lambda line: console.print(line, markup=False))
+        options = UnitOptions(runs_dir, data_dir, restart=restart, quiet=quiet, argv=sys.argv, tensorboard=tensorboard)
+        outcomes = run_sweep(cfg, options, jobs=jobs, pack=pack_size, executor=executor,
+                             executor_options=executor_opt or [], log=lambda line: console.print(line, markup=False))
     except KeyboardInterrupt:
         outcomes = None
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]

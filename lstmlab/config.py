@@ -7,45 +7,61 @@ Unknown keys are errors: a typo never silently falls back to a default.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import math
 import re
 import reprlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from lstmlab import files
 from lstmlab.errors import ConfigError, UserError
 from lstmlab.kernels import BACKEND_NAMES
 from lstmlab.plugins import core_names
 from lstmlab.schema import SEED_MAX, Section
-from lstmlab.tasks import TASKS, valid_tasks
+from lstmlab.tasks import TASKS, TaskConfig, valid_tasks
 
 
-def _task_union():
-    configs = tuple(cls.Config for cls in TASKS.values())
-    if len(configs) == 1:
-        return configs[0]
-    return Annotated[Union[configs], Field(discriminator="name")]  # noqa: UP007 (a tuple of types)
-
-
-TaskConfigUnion = _task_union()
+def task_config(value: Any) -> Any:
+    """The `task` section as its task's own Config, the task looked up in the registry (lstmlab.tasks.TASKS,
+    plugins included) when a config is validated; its keys' errors keep their place (task.seq_len)."""
+    if isinstance(value, TaskConfig):
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("model_attributes_type",
+                                  "Input should be a valid dictionary or object to extract fields from")
+    name = value.get("name")
+    if name is None:
+        raise PydanticCustomError("union_tag_not_found", "task.name is missing")
+    if not isinstance(name, str) or name not in TASKS:
+        raise PydanticCustomError("union_tag_invalid", "unknown task {tag}", {"tag": str(name)})
+    return TASKS[name].Config.model_validate(value)
 
 LSTM_TYPES = ("scratch-lstm", "lstm")  # the types forget_bias applies to
-MODEL_TYPES = core_names((*LSTM_TYPES, "gru", "rnn"))  # built-in, then installed plugin cores
+BUILTIN_MODEL_TYPES = (*LSTM_TYPES, "gru", "rnn")  # plugin cores are looked up when a config is validated
+
+
+@functools.cache
+def model_types() -> tuple[str, ...]:
+    """Built-in core names, then those installed plugins add (lstmlab.plugins.core_names), looked up the first
+    time a config is validated, not when this module loads (an entry-point scan costs milliseconds)."""
+    return core_names(BUILTIN_MODEL_TYPES)
 
 
 class ModelConfig(Section):
     """The network: input encoder -> recurrent core -> head."""
 
-    type: Literal[MODEL_TYPES] = Field(  # type: ignore[valid-type]
+    type: str = Field(
         "scratch-lstm",
         description="Recurrent core: lstmlab's own LSTM (scratch-lstm) or torch.nn's LSTM, GRU, RNN "
         "(or a core an installed plugin adds).",
+        json_schema_extra={"choices": list(BUILTIN_MODEL_TYPES)},
     )
     layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
     hidden_size: int | None = Field(
@@ -79,6 +95,16 @@ class ModelConfig(Section):
         description="Token tasks that predict tokens: share the embedding and output matrices "
         "(needs embedding_dim equal to hidden_size).",
     )
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> str:
+        """A registry name, checked when a config is validated (not a Literal fixed when this module loaded)."""
+        valid = model_types()
+        if value not in valid:
+            names = [repr(name) for name in valid]
+            raise ValueError(f"Input should be {', '.join(names[:-1])} or {names[-1]}")
+        return value
 
 
 class TrainConfig(Section):
@@ -173,7 +199,7 @@ class ExperimentConfig(Section):
         "default", max_length=100,
         description="Name of the experiment: runs land in <runs-dir>/<experiment>/<run-name>/.",
     )
-    task: TaskConfigUnion = Field(description="The sequence task; `name` picks it, its keys follow.")  # type: ignore[valid-type]
+    task: SerializeAsAny[TaskConfig] = Field(description="The sequence task; `name` picks it, its keys follow.")
     model: ModelConfig = Field(default_factory=ModelConfig, description="The network (keys below).")
     train: TrainConfig = Field(default_factory=TrainConfig, description="The training recipe (keys below).")
     sweep: dict[str, list[Any]] = Field(
@@ -202,6 +228,8 @@ class ExperimentConfig(Section):
                 values = list(range(n))
             expanded[key] = values
         return expanded
+
+    _task = field_validator("task", mode="before")(task_config)
 
     @field_validator("experiment")
     @classmethod
@@ -519,7 +547,10 @@ def _allowed(field) -> str:
     nullable = type(None) in args
     if nullable:
         annotation = next(a for a in args if a is not type(None))
-    if typing.get_origin(annotation) is Literal:
+    choices = (field.json_schema_extra or {}).get("choices") if isinstance(field.json_schema_extra, dict) else None
+    if choices:  # a registry's built-in names (model.type): plugins may add more
+        text = " \\| ".join(f"`{v}`" for v in choices)
+    elif typing.get_origin(annotation) is Literal:
         text = " \\| ".join(f"`{v}`" for v in typing.get_args(annotation))
     else:
         text = getattr(annotation, "__name__", str(annotation).replace("typing.", ""))

@@ -126,3 +126,47 @@ def test_every_field_is_documented():
             if name == "name" and model is not ExperimentConfig:
                 continue  # each task's `name` tag; documented once, on TaskConfig
             assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_model_types_come_from_the_registry_when_a_config_is_validated(monkeypatch):
+    """model.type is checked against the core registry (plugins included) at validation, not fixed as a Literal
+    when lstmlab.config was imported: a core registered afterwards is valid, and the error lists it."""
+    from importlib.metadata import EntryPoint
+
+    from lstmlab import config, plugins
+
+    late = EntryPoint("late-core", "somewhere:make", plugins.CORE_GROUP)
+    monkeypatch.setattr(plugins, "plugin_entry_points",
+                        lambda group: {"late-core": late} if group == plugins.CORE_GROUP else {})
+    config.model_types.cache_clear()
+    try:
+        assert validate({"task": {"name": "adding"}, "model": {"type": "late-core"}}).model.type == "late-core"
+        with pytest.raises(ConfigError, match=r"model.type: Input should be 'scratch-lstm', 'lstm', 'gru', 'rnn' "
+                                              r"or 'late-core' \(got 'nope'\)"):
+            validate({"task": {"name": "adding"}, "model": {"type": "nope"}})
+    finally:
+        config.model_types.cache_clear()
+
+
+def test_task_names_come_from_the_registry_when_a_config_is_validated(monkeypatch):
+    """The task section is checked against the task registry when a config is validated: a task registered after
+    lstmlab.config was imported validates with its own Config, and an unknown name lists it."""
+    from lstmlab.tasks import TASKS
+    from lstmlab.tasks.adding import AddingTask
+
+    class LateConfig(AddingTask.Config):
+        name: str = "late-task"
+        extra_key: int = 3
+
+    class LateTask(AddingTask):
+        name = "late-task"
+        Config = LateConfig
+
+    monkeypatch.setitem(TASKS, "late-task", LateTask)
+    cfg = validate({"task": {"name": "late-task", "extra_key": 5, "seq_len": 7}})
+    assert type(cfg.task) is LateConfig and cfg.task.extra_key == 5
+    assert cfg.model_dump()["task"]["extra_key"] == 5  # the task's own keys are dumped, not only the shared ones
+    with pytest.raises(ConfigError, match=r"task.name: unknown task 'nope'; valid tasks: .*late-task"):
+        validate({"task": {"name": "nope"}})
+    with pytest.raises(ConfigError, match=r"task.extra_key: Input should be a valid integer"):
+        validate({"task": {"name": "late-task", "extra_key": "x"}})

@@ -6,12 +6,12 @@ masks; only the arithmetic is shared. For scratch-lstm members every recurrent l
 members through the stacked kernel, on weights stacked along a leading member axis:
 
     inputs   (K, B, T, D) values or (K, B, T) tokens       one batch per member (each its own batch order)
-    encoder  per member: identity, or its own Embedding     -> x (K, B, T, E)
+    encoder  per member: SequenceModel.encode (identity, or its own Embedding)   -> x (K, B, T, E)
     layer l  kernels.get_stacked(backend)(x (K, T, B, I), h0, c0 (K, B, H),
                                           stack(W_ih) (K, 4H, I), stack(W_hh) (K, 4H, H),
                                           stack(b_ih), stack(b_hh) (K, 4H))     -> y (K, T, B, H)
              then per member, between layers only: dropout under that member's own RNG state
-    head     per member: its own Linear                     -> (K, B, C) last step, or (K, B, T, C)
+    head     per member: SequenceModel.read_out (its own Linear) -> (K, B, C) last step, or (K, B, T, C)
 
 torch.stack keeps the member parameters the leaves: autograd hands each member the gradient of its own
 loss (members never mix: member k of the stacked kernel is the plain layer on member k's slices).
@@ -124,9 +124,9 @@ class PackedModel(nn.Module):
         first = members[0]
         core: LSTM = first.core  # type: ignore[assignment]
         if isinstance(first.encoder, nn.Identity):
-            x = inputs  # (K', B, T, D)
+            x = inputs  # (K', B, T, D): values pass through SequenceModel.encode unchanged
         else:
-            x = torch.stack([m.encoder(inputs[j]) for j, m in enumerate(members)])  # (K', B, T, E)
+            x = torch.stack([m.encode(inputs[j]) for j, m in enumerate(members)])  # (K', B, T, E)
         x = x.transpose(1, 2)  # (K', T, B, E): kernels are time-major
         layer_fn = self._layer_function(x.device.type)
         state = x.new_zeros(len(active), x.shape[2], core.hidden_size)  # h0 = c0 = 0: (K', B, H)
@@ -138,11 +138,8 @@ class PackedModel(nn.Module):
             x, _, _ = layer_fn(x, state, state, w_ih, w_hh, b_ih, b_hh)  # (K', T, B, H)
             if self.training and layer < core.num_layers - 1 and any(m.core.dropout > 0 for m in members):
                 x = torch.stack([self._dropout(x[j], k) for j, k in enumerate(active)])
-        if first.readout == "last":
-            y = x[:, -1]  # (K', B, H)
-        else:
-            y = x.transpose(1, 2)  # (K', B, T, H)
-        return torch.stack([m.head(y[j]) for j, m in enumerate(members)])  # (K', B, C) or (K', B, T, C)
+        y = x.transpose(1, 2)  # (K', B, T, H)
+        return torch.stack([m.read_out(y[j]) for j, m in enumerate(members)])  # (K', B, C) or (K', B, T, C)
 
     def _dropout(self, x: Tensor, k: int) -> Tensor:
         """Member k's dropout between layers, as nn.LSTM applies it, with member k's own masks."""

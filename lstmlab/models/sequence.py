@@ -69,11 +69,19 @@ class SequenceModel(nn.Module):
             init_forget_bias(self.core, cfg.forget_bias)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = self.encoder(inputs)  # (B, T, E) or (B, T, D)
-        y, _ = self.core(x)  # (B, T, H)
+        y, _ = self.core(self.encode(inputs))  # (B, T, H)
+        return self.read_out(y)  # (B, C) or (B, T, C)
+
+    def encode(self, inputs: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) -> embeddings (B, T, E); values (B, T, D) pass through. PackedModel encodes with it too."""
+        return self.encoder(inputs)
+
+    def read_out(self, y: torch.Tensor) -> torch.Tensor:
+        """The core's outputs (B, T, H) -> predictions: (B, C) from the last step (readout "last"), or (B, T, C)
+        at every step. PackedModel reads out with it too."""
         if self.readout == "last":
             y = y[:, -1]  # (B, H)
-        return self.head(y)  # (B, C) or (B, T, C)
+        return self.head(y)
 
 
 def core_factory(name: str) -> Callable[[int, ModelConfig], nn.Module]:

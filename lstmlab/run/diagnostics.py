@@ -15,6 +15,9 @@ A training loop needs one object and one call:
     diagnostics = Diagnostics.for_run(run, task, splits["val"])     # once, before the loop
     diagnostics.record(model, step)                                 # every N steps: appends a row, returns it
 
+or, as lstmlab.run.train does, the observer `DiagnosticsObserver` (lstmlab.run.observers), which makes that
+object for each run that sets train.diagnostics_every and records at its step boundaries.
+
 `record` reads copies of the weights (float64) and touches neither the model, nor its gradients, nor any
 random state, so a run trains to the same numbers with diagnostics on or off. Rows are appended whole and
 flushed like metrics.csv; `RunFolder.truncate_metrics(step, DIAGNOSTICS)` drops rows past a checkpoint
@@ -28,6 +31,7 @@ from typing import Any
 
 from lstmlab.errors import UserError
 from lstmlab.run.folder import DIAGNOSTICS, RunFolder
+from lstmlab.run.observers import Observer
 
 PROBE_SIZE = 256  # validation sequences in the probe batch
 
@@ -77,3 +81,25 @@ class Diagnostics:
         columns = self.run.metrics_columns(DIAGNOSTICS) or list(row)
         self.run.append_metrics([row], columns, DIAGNOSTICS)
         return row
+
+
+class DiagnosticsObserver(Observer):
+    """diagnostics.csv through the observer interface: a row at every step boundary that is a multiple of the
+    run's train.diagnostics_every. A run that resumes does not record its first boundary again: the process
+    that checkpointed it there had (its rows past the checkpoint are dropped by the loop on resume)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, Diagnostics] = {}
+
+    def on_step(self, run: Any, step: int) -> None:
+        every = run.cfg.train.diagnostics_every
+        if not every:
+            return
+        first = run.name not in self._runs
+        if first:
+            self._runs[run.name] = Diagnostics.for_run(run.run, run.task, run.splits["val"])
+        if step % every == 0 and not (first and step > 0):
+            self._runs[run.name].record(run.model, step)
+
+    def on_finish(self, run: Any, summary: dict[str, Any]) -> None:
+        self._runs.pop(run.name, None)

@@ -49,14 +49,13 @@ MEMBER_KEYS = (
 PACKABLE_TYPES = ("scratch-lstm",)
 
 # `--pack auto`, on each device type: the most members a pack may hold, and what a pack costs, in member
-# steps: a pack of K costs about K + PACK_OVERHEAD. On this project's CPU, quiet (docs/benchmarks.md, "Packed
-# training: a whole study"), a run alone took 3.0 ms of CPU a step and a member of a pack of 5 took 2.1 ms:
-# 5a + b = 5 × 2.1 and a + b = 3.0 give b / a ≈ 0.6. Past 16 members a bigger pack buys nothing measurable.
-# On CUDA a pack's step is bound by launching small operations, not by arithmetic: on an H100 a pack of 10 members
-# trained in about 2.6× the time of one run alone (two such runs shared the GPU; docs/benchmarks.md, "A whole
-# study on CUDA"), so bigger packs are cheaper per member there; 64 is a cap, not a measured optimum, and
-# PACK_OVERHEAD is the CPU's, not measured on CUDA (`lstmlab bench --study ... --pack K` measures a device, and
-# `--pack K` sets a size).
+# steps: a pack of K costs about K + PACK_OVERHEAD. With a = a member's own share of a step and b = the pack's
+# fixed share, a run alone costs a + b and a pack of K costs K·a + b, so PACK_OVERHEAD = b / a, solved from the
+# two per-member-step CPU times in docs/benchmarks.md, "Packed training: a whole study" (which also shows that
+# past AUTO_PACK["cpu"] members a bigger pack buys nothing there). On CUDA a pack's step is bound by launching
+# small operations, not by arithmetic (docs/benchmarks.md, "A whole study on CUDA"), so bigger packs are cheaper
+# per member; the CUDA cap is a cap, not a measured optimum, and PACK_OVERHEAD is the CPU's (`lstmlab bench
+# --study ... --pack K` measures a device, and `--pack K` sets a size).
 AUTO_PACK = {"cpu": 16, "cuda": 64}
 PACK_OVERHEAD = 0.6
 

@@ -9,7 +9,10 @@ step, and the rate so far says how long the rest will take.
 from __future__ import annotations
 
 import sys
-from typing import IO
+from collections.abc import Callable
+from typing import IO, Any
+
+from lstmlab.run.observers import Observer
 
 
 def visible(quiet: bool, file: IO | None = None) -> bool:
@@ -51,6 +54,48 @@ class StudyProgress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class PackProgress(Observer):
+    """The pack's bar (`pack_progress`) through the observer interface, and a study's count of member steps:
+    on_steps(n) after each pack step, with the n member steps it took (the study's bar, or a worker's counter).
+
+    The bar starts at the first step taken (by then every member has said where it starts), shows the runs'
+    step and the best validation metric so far, and closes when the loop ends."""
+
+    def __init__(self, quiet: bool = False, on_steps: Callable[[int], None] | None = None):
+        self.quiet, self.on_steps = quiet, on_steps
+        self.runs: dict[str, Any] = {}  # name -> the loop's view of the run, in the order they started
+        self.bar = None
+        self.step = 0  # the bar's position: the furthest step any member has reached
+
+    def on_step(self, run: Any, step: int) -> None:
+        if run.name not in self.runs:  # its starting boundary: no step trained yet
+            self.runs[run.name] = run
+            self.step = step if len(self.runs) == 1 else min(self.step, step)
+            return
+        if self.bar is None:
+            first, others = next(iter(self.runs.values())), len(self.runs) - 1
+            self.bar = pack_progress(first.cfg.train.steps, self.step, first.name + (f" +{others}" if others else ""),
+                                     self.quiet)
+        if self.on_steps is not None:
+            self.on_steps(1)
+        if step > self.step:
+            self.bar.update(step - self.step)
+            self.step = step
+
+    def on_rows(self, run: Any, rows: list[dict[str, Any]]) -> None:
+        if self.bar is None or not any(r.get("split") == "val" for r in rows):
+            return
+        metric = run.summary["metric"]
+        values = [r.best.val[metric] for r in self.runs.values() if r.best.val is not None]
+        if values:
+            self.bar.set_postfix_str(f"best val {metric} {min(values):.4g}" +
+                                     (f"–{max(values):.4g}" if len(values) > 1 else ""))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def pack_progress(total: int, initial: int, desc: str, quiet: bool):

@@ -1,8 +1,8 @@
 """train --tensorboard DIR: every evaluation of a run logged live as TensorBoard scalars, the same scalars
 `lstmlab export tensorboard` writes from a finished run folder (lstmlab.analysis.export.tensorboard).
 
-Live logging while training (`lstmlab train --tensorboard DIR`: lstmlab.run.train.log_rows) is one call per
-evaluation:
+Live logging while training (`lstmlab train --tensorboard DIR`: the observer `LiveTensorBoard`, see
+lstmlab.run.observers) is one call per evaluation:
 
     log = TensorBoardLog(logdir, replace=True)
     log.log_hparams("<experiment>/<run-name>", config)           # once, when a process starts the run
@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lstmlab.errors import UserError
 from lstmlab.run.folder import as_text, flatten, scalars
+from lstmlab.run.observers import Observer
 
 _WRITERS = itertools.count()  # event file names end in .<pid>.<n>: two writers of one folder never collide
 
@@ -105,3 +107,30 @@ def tensorboard_log(logdir: str | Path | None):
     if logdir is None:
         return None
     return TensorBoardLog(logdir, replace=True)
+
+
+class LiveTensorBoard(Observer):
+    """train --tensorboard DIR: each run's metrics.csv rows as the scalars `lstmlab export tensorboard` writes for
+    them, in <logdir>/<experiment>/<run-name>, each dated by its elapsed_s.
+
+    A run's first rows (the loop hands over those its folder already holds) come with its config (the HParams
+    tab), and TensorBoard's copy of the run starts over (earlier event files removed; a TensorBoard showing them
+    drops what it read), so a step redone after a resume, or a test row logged just before a kill, is drawn
+    once, and rows a killed process had not written out yet are there again. The writer writes in a thread of
+    its own: the flush makes what it wrote visible now; `close`, when the loop ends however it ends, writes
+    the rest."""
+
+    def __init__(self, logdir: str | Path):
+        self.log = tensorboard_log(logdir)  # UserError now, before a run starts, when the extra is missing
+        self._started: set[str] = set()
+
+    def on_rows(self, run: Any, rows: list[dict[str, Any]]) -> None:
+        name = f"{run.cfg.experiment}/{run.name}"
+        if name not in self._started:
+            self._started.add(name)
+            self.log.log_hparams(name, run.cfg.model_dump(mode="json"))
+        self.log.log_evaluation(name, rows, started=time.time() - run.elapsed_s())
+        self.log.flush()
+
+    def close(self) -> None:
+        self.log.close()

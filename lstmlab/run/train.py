@@ -14,6 +14,10 @@ member alone; the others go on.
 
 The loop keeps host synchronisation to the evaluations: per-step sums (loss, metrics, gradient norm) stay
 on the device, and a non-finite loss is found when the evaluation reads them.
+
+What watches the loop — progress bars, live TensorBoard logging, diagnostics.csv, the test hooks — is handed in
+as observers (lstmlab.run.observers): the loop calls on_step, on_rows and on_finish and knows nothing else of
+them. For one run alone, top to bottom with no pack, read lstmlab.run.single first: it trains to the same numbers.
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
 from lstmlab.run.convergence import run_converged
-from lstmlab.run.diagnostics import Diagnostics, check_traceable
+from lstmlab.run.diagnostics import check_traceable
 from lstmlab.run.env import data_source, environment, pick_device
-from lstmlab.run.folder import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, fire_test_hooks, run_name
+from lstmlab.run.folder import DIAGNOSTICS, RunBusy, RunFolder, RunInterrupted, run_name
+from lstmlab.run.observers import Observer, Observers, observers_for
+from lstmlab.run.options import UnitOptions, unit_options
 from lstmlab.run.packing import pack_key
-from lstmlab.run.progress import pack_progress
-from lstmlab.run.tensorboard import tensorboard_log
 from lstmlab.tasks import make_task
 from lstmlab.tasks.datasets import load as load_dataset
 
@@ -67,15 +71,6 @@ class RunResult:
     status: str  # completed | skipped (already completed) | busy | refused | failed
     summary: dict[str, Any] = field(default_factory=dict)
     error: Exception | None = field(default=None, repr=False)  # why, for busy | refused | failed
-
-
-def resolve_run(cfg: ExperimentConfig, data_dir: str | Path, log: Callable[[str], None] = print):
-    """Load the run's dataset (generating it if missing) and derive the model size that follows from it.
-
-    Returns the resolved config (hidden_size written out) and the dataset.
-    """
-    dataset = load_dataset(cfg.task, data_dir, log=log)
-    return cfg.model_copy(update={"model": resolve_hidden_size(cfg.model, dataset.spec)}), dataset
 
 
 # -- the running state --------------------------------------------------------------------------------
@@ -157,12 +152,28 @@ class Member:
     bad_evals: int = 0  # evaluations since the best one
     best: Best = field(default_factory=Best)
     interval: Interval = field(default_factory=Interval)
-    diagnostics: Diagnostics | None = None  # writes diagnostics.csv (train.diagnostics_every)
     result: RunResult | None = None  # set when it completes or fails: frozen from then on
+    pack: Pack | None = field(default=None, repr=False)  # the pack it trains in, once restored
 
     @property
     def name(self) -> str:
         return self.run.path.name
+
+    # what observers read (lstmlab.run.observers): its model, the task, the data, its wall time
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.pack.model.members[self.index]
+
+    @property
+    def task(self):
+        return self.pack.task
+
+    @property
+    def splits(self) -> dict[str, dict[str, torch.Tensor]]:
+        return self.pack.splits
+
+    def elapsed_s(self) -> float:
+        return self.pack.elapsed(self)
 
     def done_training(self) -> bool:
         t = self.cfg.train
@@ -181,7 +192,7 @@ class Pack:
     device: torch.device
     autocast: Any
     started: float = 0.0  # perf_counter() when this process started training
-    tensorboard: Any = None  # train --tensorboard: an lstmlab.analysis.export.tensorboard.TensorBoardLog
+    observers: Observer = field(default_factory=Observer)  # progress, TensorBoard, diagnostics, test hooks
 
     @property
     def n_train(self) -> int:
@@ -198,11 +209,11 @@ class Pack:
 # -- train ---------------------------------------------------------------------------------------------
 
 
-def train(cfg: ExperimentConfig, **options) -> RunResult:
+def train(cfg: ExperimentConfig, options: UnitOptions | None = None, **more) -> RunResult:
     """Train one run in its folder (a pack of one; options as `train_pack`). Raises RunBusy when another
     process is training it, RunRefused when the folder holds another run, RunFailed when the run fails and
     RunInterrupted on SIGINT or SIGTERM."""
-    result = train_pack([cfg], **options)[0]
+    result = train_pack([cfg], options, **more)[0]
     if result.status == "failed":
         raise RunFailed(result.summary["error"], result.path) from result.error
     if result.error is not None:
@@ -212,30 +223,35 @@ def train(cfg: ExperimentConfig, **options) -> RunResult:
 
 def train_pack(
     cfgs: Sequence[ExperimentConfig],
+    options: UnitOptions | None = None,
     *,
-    runs_dir: str | Path = "runs",
-    data_dir: str | Path = "data",
-    swept_keys: tuple[str, ...] = (),
-    restart: bool = False,
-    quiet: bool = False,
-    argv: list[str] | None = None,
+    observers: Sequence[Observer] | None = None,
     log: Callable[[str], None] = print,
-    on_steps: Callable[[int], None] | None = None,
-    tensorboard: str | Path | None = None,
+    **fields,
 ) -> list[RunResult]:
     """Train the runs `cfgs` together, each in its own folder; one RunResult per run, in order.
 
-    on_steps(n) is called after every pack step with the number of member steps it took (for a study's
-    progress). `tensorboard`: a folder where each run's metrics.csv rows are also logged as TensorBoard
-    scalars as they are written (see `log_rows`). Raises RunInterrupted on SIGINT or SIGTERM, after every
-    member saved its checkpoint.
+    `options` (lstmlab.run.options.UnitOptions: runs dir, data dir, swept keys, restart, ...), or its fields as
+    keywords (`runs_dir=..., quiet=True`). `observers` watch the loop (lstmlab.run.observers); by default the
+    ones `options` asks for (observers_for). Raises RunInterrupted on SIGINT or SIGTERM, after every member
+    saved its checkpoint.
     """
+    options = unit_options(options, fields, "train_pack")
+    watch = Observers(observers_for(options).observers if observers is None else observers)
+    try:
+        return _train_pack(cfgs, options, watch, log)
+    finally:
+        watch.close()
+
+
+def _train_pack(cfgs: Sequence[ExperimentConfig], options: UnitOptions, observers: Observers,
+                log: Callable[[str], None]) -> list[RunResult]:
     task = make_task(cfgs[0].task)
-    dataset = load_dataset(cfgs[0].task, data_dir, log=log)
-    cfgs = [cfg.model_copy(update={"model": resolve_hidden_size(cfg.model, dataset.spec)}) for cfg in cfgs]
+    dataset = load_dataset(cfgs[0].task, options.data_dir, log=log)
+    cfgs = [resolve_point(cfg, dataset.spec) for cfg in cfgs]
     if len(cfgs) > 1 and (len({pack_key(cfg) for cfg in cfgs}) != 1 or pack_key(cfgs[0]) is None):
         raise ValueError("these runs cannot share a pack (see lstmlab.run.packing.pack_key)")
-    runs = [RunFolder(Path(runs_dir) / cfg.experiment / run_name(cfg, swept_keys)) for cfg in cfgs]
+    runs = [RunFolder(options.runs_dir / cfg.experiment / run_name(cfg, options.swept_keys)) for cfg in cfgs]
     device = pick_device(cfgs[0].train.device)
     backend = pick_backend(cfgs[0], device)
     if cfgs[0].train.precision == "bf16" and device.type != "cuda":
@@ -249,7 +265,7 @@ def train_pack(
             config = cfg.model_dump(mode="json")
             try:
                 locks.enter_context(run.lock())
-                state = run.prepare(config, restart=restart)  # new | resume | completed
+                state = run.prepare(config, restart=options.restart)  # new | resume | completed
                 if state == "completed":
                     results[i] = RunResult(run.path.name, run.path, "skipped", run.summary() or {})
                     continue
@@ -261,56 +277,52 @@ def train_pack(
         if not claimed:
             return [results[i] for i in range(len(cfgs))]
 
-        live = tensorboard_log(tensorboard)  # before restore writes anything: UserError when its extra is missing
         pack = restore([(cfgs[i], runs[i], ckpt) for i, ckpt in claimed.items()], task, dataset, device, backend,
-                       argv, log)
-        progress = pack_progress(cfgs[0].train.steps, min(m.step for m in pack.members),
-                                 pack_label(pack.members), quiet)
+                       options, log)
         pack.started = time.perf_counter()
-        pack.tensorboard = live
+        pack.observers = observers
         try:
-            for member in pack.members:  # TensorBoard's copy of each run starts over from its metrics.csv
-                log_rows(pack, member, member.run.metrics(), config=member.cfg.model_dump(mode="json"))
+            for member in pack.members:  # observers start from what the folder holds (TensorBoard's copy too)
+                observers.on_rows(member, member.run.metrics())
             finish(pack, [m for m in pack.members if m.done_training()], log)  # resumed at its last step
-            record_diagnostics(pack, [m for m in pack.active if m.step == 0])
+            for member in pack.active:
+                observers.on_step(member, member.step)
             while active := pack.active:
-                for member in active:
-                    fire_test_hooks(f"step={member.step}", member.name)
                 stop.check()
                 train_step(pack, active)
-                record_diagnostics(pack, active)
-                progress.update(1)
-                if on_steps is not None:
-                    on_steps(len(active))
+                reached = [(m, m.step) for m in active]
                 due = [m for m in active if m.step % m.cfg.train.eval_every == 0 or m.step == m.cfg.train.steps]
                 if due:
                     evaluate_and_record(pack, due, log)
-                    progress.set_postfix_str(val_postfix(pack))
+                for member, step in reached:
+                    observers.on_step(member, step)
+                finish(pack, [m for m in active if m.result is None and m.done_training()], log)
         except KeyboardInterrupt:
-            progress.close()
             interrupt(pack, stop)
             raise
         except Exception as e:  # the pack cannot go on: every member still training fails with it
             for member in pack.active:
                 fail(pack, member, e)
-        finally:
-            if pack.tensorboard is not None:
-                pack.tensorboard.close()
-        progress.close()
         for i, member in zip(claimed, pack.members, strict=True):
             results[i] = member.result
     return [results[i] for i in range(len(cfgs))]
+
+
+def resolve_point(cfg: ExperimentConfig, spec) -> ExperimentConfig:
+    """A sweep point as it trains: its hidden size derived from model.param_budget and the task's data (spec,
+    a TaskSpec). The one place a point is resolved: the sweep's plan, --print-config and train all ask here."""
+    return cfg.model_copy(update={"model": resolve_hidden_size(cfg.model, spec)})
 
 
 # -- restore: build each member as it builds alone, then load its checkpoint --------------------------
 
 
 def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task, dataset, device: torch.device,
-            backend: str, argv, log) -> Pack:
+            backend: str, options: UnitOptions, log) -> Pack:
     first = claimed[0][0]
     memory.check_run(first, dataset, device, members=len(claimed))  # before allocating: TooBig names the keys
-    if first.train.threads:
-        torch.set_num_threads(first.train.threads)
+    if first.train.threads or options.threads:
+        torch.set_num_threads(first.train.threads or options.threads)
     dtype = getattr(torch, first.train.dtype)
     if first.model.type == "scratch-lstm":
         kernels.prepare(backend, device, dtype)  # build the C++ loop (once) before any run's clock starts
@@ -349,17 +361,18 @@ def restore(claimed: list[tuple[ExperimentConfig, RunFolder, dict | None]], task
     names = [m.name for m in members]
     for member in members:
         member.run.write_config(member.cfg.dump_yaml())
-        member.run.write_env({**environment(device, backend, argv), "pack": {"size": len(members), "members": names},
+        member.run.write_env({**environment(device, backend, options.argv),
+                              "pack": {"size": len(members), "members": names},
                               "data": data_source(dataset.folder, dataset.meta)})
         member.run.write_summary(member.summary)
         member.columns = member.run.metrics_columns()
     splits = {split: {k: to_tensor(v, device, dtype) for k, v in arrays.items()}
               for split, arrays in dataset.splits.items()}  # fmt: skip
-    for member in members:
-        if member.cfg.train.diagnostics_every:
-            member.diagnostics = Diagnostics.for_run(member.run, task, splits["val"])
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=first.train.precision == "bf16")
-    return Pack(members, PackedModel(models, rngs), task, dataset.meta, splits, device, autocast)
+    pack = Pack(members, PackedModel(models, rngs), task, dataset.meta, splits, device, autocast)
+    for member in members:
+        member.pack = pack
+    return pack
 
 
 def summary_head(cfg, run, task, dataset, params, device, backend) -> dict[str, Any]:
@@ -403,15 +416,6 @@ def train_step(pack: Pack, active: list[Member]) -> None:
     seconds = time.perf_counter() - tic
     for member in active:
         member.interval.seconds += seconds  # the pack's step is every member's step
-
-
-def record_diagnostics(pack: Pack, members: list[Member]) -> None:
-    """A diagnostics.csv row for each member whose step is a multiple of its train.diagnostics_every (float64
-    copies of its weights, no random draws: its training goes on exactly as without)."""
-    for member in members:
-        every = member.cfg.train.diagnostics_every
-        if every and member.step % every == 0:
-            member.diagnostics.record(pack.model.members[member.index], member.step)
 
 
 def clip_grad_norms(members: list[list[torch.Tensor]], max_norms: list[float]) -> torch.Tensor:
@@ -460,7 +464,6 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
         member.columns = member.columns or LEAD_COLUMNS + [k for k in val if k != "loss"] + TAIL_COLUMNS
         rows = [{**common, "split": "train", **train_scores}, {**common, "split": "val", **val}]
         member.run.append_metrics(rows, member.columns)
-        log_rows(pack, member, rows)
         member.interval = Interval()
 
         metric = pack.task.metric
@@ -470,13 +473,13 @@ def evaluate_and_record(pack: Pack, due: list[Member], log: Callable[[str], None
             member.best, member.bad_evals = Best(member.step, val, weights), 0
         else:
             member.bad_evals += 1
+        pack.observers.on_rows(member, rows)
         if cfg.train.schedule == "plateau":
             member.scheduler.step(val[metric])
         checkpoint(pack, member)
         if member.step < cfg.train.steps and member.done_training():
             log(f"{member.name}: early stop at step {member.step} "
                 f"({member.bad_evals} evaluations without improvement)")
-    finish(pack, [m for m in healthy if m.result is None and m.done_training()], log)
 
 
 def nonfinite(metrics: dict[str, dict[str, float]]) -> str | None:
@@ -555,9 +558,10 @@ def finish(pack: Pack, members: list[Member], log: Callable[[str], None]) -> Non
             "solved": None if solved is None else bool(solved), "wall_s": pack.elapsed(member),
             "converged": run_converged(member.run.metrics(), task.metric, task.higher_is_better),
         })  # fmt: skip
-        log_rows(pack, member, [test_row])  # before the run completes: a rerun would not log it again
+        pack.observers.on_rows(member, [test_row])  # before the run completes: a rerun would not log it again
         member.run.complete(test_row, member.columns, member.summary)
         member.result = RunResult(member.name, member.run.path, "completed", member.summary)
+        pack.observers.on_finish(member, member.summary)
 
 
 def fail(pack: Pack, member: Member, error: Exception) -> None:
@@ -567,6 +571,7 @@ def fail(pack: Pack, member: Member, error: Exception) -> None:
     with contextlib.suppress(OSError) if files.disk_full_hint(error) else contextlib.nullcontext():
         member.run.write_summary(member.summary)  # on a full disk it may not fit: the folder resumes as it is
     member.result = RunResult(member.name, member.run.path, "failed", member.summary, error=error)
+    pack.observers.on_finish(member, member.summary)
 
 
 def interrupt(pack: Pack, stop: StopAtStepBoundary) -> None:
@@ -578,41 +583,10 @@ def interrupt(pack: Pack, stop: StopAtStepBoundary) -> None:
         member.summary.update({"status": "interrupted", "step": member.step, "wall_s": pack.elapsed(member),
                                "signal": stop.signal})
         member.run.write_summary(member.summary)
-
-
-# -- train --tensorboard: metrics.csv rows as TensorBoard scalars, as they are written -----------------
-
-
-def log_rows(pack: Pack, member: Member, rows: list[dict[str, Any]], config: dict[str, Any] | None = None) -> None:
-    """The member's metrics.csv rows as the scalars `lstmlab export tensorboard` writes for them, in
-    <logdir>/<experiment>/<run-name>, each dated by its elapsed_s.
-
-    Called first with the config (the HParams tab) and the rows the run folder already holds: TensorBoard's
-    copy of the run starts over (earlier event files removed; a TensorBoard showing them drops what it read),
-    so a step redone after a resume, or a test row logged just before a kill, is drawn once, and rows a
-    killed process had not written out yet are there again. The writer writes in a thread of its own: the
-    flush makes what it wrote visible now; closing it, when the pack ends however it ends, writes the rest."""
-    if pack.tensorboard is None:
-        return
-    name = f"{member.cfg.experiment}/{member.name}"
-    if config is not None:
-        pack.tensorboard.log_hparams(name, config)
-    pack.tensorboard.log_evaluation(name, rows, started=time.time() - pack.elapsed(member))
-    pack.tensorboard.flush()
+        pack.observers.on_finish(member, member.summary)
 
 
 # -- helpers ------------------------------------------------------------------------------------------
-
-
-def pack_label(members: list[Member]) -> str:
-    return members[0].name if len(members) == 1 else f"{members[0].name} +{len(members) - 1}"
-
-
-def val_postfix(pack: Pack) -> str:
-    values = [m.best.val[pack.task.metric] for m in pack.members if m.best.val is not None]
-    if not values:
-        return ""
-    return f"best val {pack.task.metric} {min(values):.4g}" + (f"–{max(values):.4g}" if len(values) > 1 else "")
 
 
 class StopAtStepBoundary:

@@ -1,10 +1,11 @@
 """Where a sweep's units of work run: here (`local`, the default), on a Slurm cluster through submitit, or
 on a Ray cluster.
 
-`local` is the sweep's own loop (lstmlab.run.sweep: one unit after another in this process, or `--jobs N`
-worker processes). The cluster executors take over that second step of a sweep: a unit is whatever the
-sweep hands over (a pack of runs trained together, or one run); an executor calls `unit_fn(unit)` for each,
-somewhere, and streams back a `Finished` as each one ends, in the order they end. A unit whose call raises,
+`local` (lstmlab.run.executors.local) runs the units on this machine: one after another in this process, or in
+`--jobs N` worker processes. Every executor takes over the second step of a sweep (lstmlab.run.sweep): a unit
+is whatever the sweep hands over (a pack of runs trained together, or one run, with its UnitOptions bound into
+`unit_fn`, which pickles); an executor calls `unit_fn(unit)` for each, somewhere, and streams back a `Finished`
+as each one ends, in the order they end. A unit whose call raises,
 or whose worker is lost for good, is reported with an error; the others go on. Every executor sets the
 CPU threads of each call explicitly, and none changes what a unit computes: the same units give the same
 run folders (and, on CPU, the same numbers) whichever executor runs them.
@@ -60,7 +61,7 @@ class Option:
 # Each executor: the module that implements it, the extra that installs its library, and its options.
 @dataclass(frozen=True)
 class Spec:
-    module: str | None  # None: the sweep's own loop (lstmlab.run.sweep.execute)
+    module: str  # the module whose make(options, work_dir=...) builds it
     library: str | None
     extra: str | None
     options: dict[str, Option] = field(default_factory=dict)
@@ -98,7 +99,7 @@ RAY_OPTIONS = {
 LOCAL_OPTIONS: dict[str, Option] = {}
 
 EXECUTORS: dict[str, Spec] = {
-    "local": Spec(None, None, None, LOCAL_OPTIONS),
+    "local": Spec("lstmlab.run.executors.local", None, None, LOCAL_OPTIONS),
     "submitit": Spec("lstmlab.run.executors.submitit", "submitit", "slurm", SUBMITIT_OPTIONS),
     "ray": Spec("lstmlab.run.executors.ray", "ray", "ray", RAY_OPTIONS),
 }
@@ -163,9 +164,9 @@ def _spec(name: str) -> Spec:
 
 
 def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1,
-                  work_dir: str | Path = ".") -> Executor | None:
+                  work_dir: str | Path = ".") -> Executor:
     """The executor called `name`, its options checked and its library imported (or a UserError saying
-    which extra installs it); None for `local`, which the sweep runs itself with `jobs` processes.
+    which extra installs it); `local` runs `jobs` units at a time (worker processes when more than one).
     `work_dir` (on the shared file system) is where an executor may keep its own files, e.g. submitit's
     job scripts and logs."""
     spec = _spec(name)
@@ -179,9 +180,9 @@ def make_executor(name: str, options: Sequence[str] = (), *, jobs: int = 1,
         except ImportError:
             raise UserError(f"--executor {name} needs the {spec.library} package: "
                             f"pip install 'lstmlab[{spec.extra}]'") from None
-    if spec.module is None:
-        return None
     module = importlib.import_module(spec.module)
+    if name == "local":
+        return module.make(values, work_dir=Path(work_dir), jobs=jobs)
     return module.make(values, work_dir=Path(work_dir).resolve())
 
 
