@@ -9,7 +9,8 @@ it in turn, carrying its recurrent state (as pytorch/examples word_language_mode
 
 temperature → 0 approaches always taking the most likely character (0 is exactly that); 1 samples the
 model's own distribution; above 1 flattens it. <unk> (id 0, characters the training text never had) is
-never drawn. The weights are the run's best by validation (the ones its test metric was measured with),
+never drawn. The weights are the run's best by validation (the ones its test metric was measured with;
+"best-or-latest" of lstmlab.run.reader: the latest where a format-1 checkpoint kept no best weights),
 from checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json under --data-dir.
 """
 
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmlab.errors import UserError
-from lstmlab.run.folder import RunFolder
+from lstmlab.run.reader import WeightsDoNotFit, open_run
 
 
 @dataclass
@@ -32,34 +33,23 @@ class Sample:
 
 
 def load_run(path: str | Path, data_dir: str | Path):
-    """(resolved config, vocabulary, model with the run's best weights) of a charlm run folder."""
-    import torch
-
-    from lstmlab.config import validate
-    from lstmlab.models.sequence import build_model
+    """(resolved config, vocabulary, model with the run's best weights, their step) of a charlm run folder."""
     from lstmlab.tasks.datasets import load
 
-    run = RunFolder(path)
-    if not run.exists():
-        raise UserError(f"{path} is not a run folder (no config.yaml); give runs/<experiment>/<run-name>")
-    cfg = validate(run.config(), source=str(run.path / "config.yaml"))
+    run = open_run(path)
+    cfg = run.resolved()
     if cfg.task.name != "charlm":
         raise UserError(f"{run.path} is a run of task {cfg.task.name}; lstmlab sample writes text from charlm runs")
-    if not run.has_checkpoint():
-        raise UserError(f"{run.path} has no checkpoint.pt: the run never reached its first evaluation")
+    run.weights("best-or-latest")  # no checkpoint.pt yet, or an unreadable one: said before the data is looked for
     dataset = load(cfg.task, data_dir, generate_missing=False)
     vocab = dataset.meta["info"]["vocab"]
-    ckpt = run.load_checkpoint(map_location="cpu")
-    best = ckpt.get("best") or {}
-    weights, step = (best["model"], best.get("step")) if best.get("model") else (ckpt["model"], ckpt.get("step"))
-    model = build_model(cfg.model, dataset.spec).to(dtype=getattr(torch, cfg.train.dtype))
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:  # another alphabet: the dataset was made anew from different text
+        model, used = run.load_model("best-or-latest", spec=dataset.spec)
+    except WeightsDoNotFit as e:  # another alphabet: the dataset was made anew from different text
         raise UserError(f"{run.path}/checkpoint.pt does not fit the model of its config with the {len(vocab)}-"
                         f"character alphabet of {dataset.folder} (was the dataset made anew from other text?): "
-                        f"{str(e).splitlines()[0]}") from None
-    return cfg, vocab, model.eval(), step
+                        f"{e.problem}") from None
+    return cfg, vocab, model, used["step"]
 
 
 def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0, prime: str = "\n",

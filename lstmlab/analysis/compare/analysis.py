@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.analysis.compare import stats
-from lstmlab.analysis.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
+from lstmlab.analysis.compare.read import DEFAULT_BY, RunRecord, dotted, flat_config, hashable, order, read_runs
 from lstmlab.analysis.compare.tune import Tuning, tune
 from lstmlab.errors import UserError
 
@@ -146,11 +146,11 @@ class Comparison:
 # -- reading and grouping ------------------------------------------------------------------------------
 
 
-def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = ("model.layers",),
+def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = DEFAULT_BY,
                  tune_keys: tuple[str, ...] = ()) -> Comparison:
     """Read every run folder at or below `paths`; group completed runs by the dotted config keys `by`,
     choosing within each group the value of `tune_keys` with the best mean validation metric."""
-    by, tune_keys = tuple(by) or ("model.layers",), tuple(dict.fromkeys(tune_keys))
+    by, tune_keys = tuple(by) or DEFAULT_BY, tuple(dict.fromkeys(tune_keys))
     both = sorted(set(by) & set(tune_keys))
     if both:
         raise UserError(f"--tune {both[0]} is also a --by key: a key is either compared (--by) or tuned (--tune)")
@@ -241,7 +241,7 @@ def check_keys(keys: tuple[str, ...], configs: list[dict], flag: str = "--by") -
         return
     for key in keys:
         if not any(dotted(c, key)[0] for c in configs):
-            flat = [flatten(c) for c in configs]
+            flat = [flat_config(c) for c in configs]
             leaves = sorted(set().union(*flat))
             missing = object()
             varying = [k for k in leaves if len({f.get(k, missing) for f in flat}) > 1]
