@@ -35,6 +35,7 @@ from pathlib import Path
 
 from lstmlab.analysis.export import RunRecord, as_text, flatten, folder_started, read_run, run_folders, scalars
 from lstmlab.errors import UserError
+from lstmlab.run.reader import DEFAULT_BY
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FOLDER_TAG, FOLDER_KEY_TAG = "lstmlab.folder", "lstmlab.folder_key"
@@ -68,7 +69,7 @@ def mlflow_client(tracking_uri: str):
 
 
 def export_mlflow(paths: list[Path], tracking_uri: str = DEFAULT_URI, experiment: str | None = None,
-                  by: tuple[str, ...] = ("model.layers",)) -> list[Exported]:
+                  by: tuple[str, ...] = DEFAULT_BY) -> list[Exported]:
     """Every run folder under `paths` into the tracking store; returns what was done to each."""
     records = [read_run(folder) for folder in run_folders(paths)]
     client = mlflow_client(tracking_uri)

@@ -29,6 +29,7 @@ from typing import Any
 from lstmlab.analysis.compare import stats
 from lstmlab.analysis.export import NOT_SCALARS, as_text, folder_started, read_run, run_folders
 from lstmlab.run.folder import RunFolder
+from lstmlab.run.reader import DEFAULT_BY
 from lstmlab.run.tensorboard import TensorBoardLog, summary_writer  # noqa: F401 (export's writer)
 
 STATISTICS = ("mean", "min", "max")
@@ -45,7 +46,7 @@ class Exported:
     skipped: list[tuple[Path, str]] = field(default_factory=list)  # run folders not in any group, and why
 
 
-def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...] = ("model.layers",)) -> Exported:
+def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...] = DEFAULT_BY) -> Exported:
     """Every run folder under `paths` as a TensorBoard run, and mean/min/max runs per group of completed runs."""
     from lstmlab.analysis.compare import compare_runs
 
