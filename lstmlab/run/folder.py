@@ -37,7 +37,7 @@ How a trainer uses a folder (every guarantee below lives here, not in the traini
   summary is not `completed` is left over from a run killed between the two writes; `truncate_metrics`
   (called on every resume) discards it, so the rerun writes exactly one.
 
-Formats (summary.json's "format"; every summary this module writes carries FORMAT, the current one):
+Formats (summary.json's "format"; every summary this module writes says FORMAT, the current one):
   1  folders without "format": those written before it existed. Their summaries hold what their version
      wrote; a reader derives what is missing (the metric and its direction from the task registry, the test
      metric from metrics.csv's test row, the best validation metric from its val rows, `solved` from the
@@ -296,8 +296,10 @@ class RunFolder:
         atomic_write_json(self.path / ENV, env)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """Replace summary.json with `summary`, stamped `"format": FORMAT` (first) unless it names one."""
+        """Replace summary.json with `summary`, stamped `"format": FORMAT` (first): this version wrote it, so it
+        holds what FORMAT promises, whatever format the summary it was made from said."""
         assert summary.get("status") in STATUSES, summary.get("status")
+        summary = {k: v for k, v in summary.items() if k != "format"}
         atomic_write_json(self.path / SUMMARY, {"format": FORMAT, **summary})
 
     def complete(self, test_row: dict[str, Any], columns: list[str], summary: dict[str, Any]) -> None:
