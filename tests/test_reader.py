@@ -107,6 +107,19 @@ def test_rows_are_metrics_csv_and_diagnostics_csv(trained):
     assert view.env["pack"] == json.loads((view.path / "env.json").read_text())["pack"]
 
 
+def test_rows_that_do_not_fit_the_header_are_left_out(run):
+    """A hand-edited metrics.csv: a row with a cell too many and one with a cell too few are no rows."""
+    lines = (run / "metrics.csv").read_text().splitlines(keepends=True)
+    lines[1] = lines[1].rstrip("\n") + ",extra\n"
+    lines[2] = lines[2].rsplit(",", 1)[0] + "\n"
+    (run / "metrics.csv").write_text("".join(lines))
+    view = RunView(run)
+    assert [(r["step"], r["split"]) for r in view.rows] == [(8, "train"), (8, "val"), (12, "train"), (12, "val"),
+                                                            (12, "test")]
+    assert all(set(r) == set(lines[0].strip().split(",")) for r in view.rows)
+    assert [step for step, _ in view.val_curve()] == [8, 12]
+
+
 def test_a_new_summary_says_its_format_and_is_read_as_written(trained):
     view = RunView(trained / "runs" / "tiny" / RUN)
     written = json.loads((view.path / "summary.json").read_text())

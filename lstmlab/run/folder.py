@@ -258,7 +258,8 @@ class RunFolder:
         return value
 
     def metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
-        """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored."""
+        """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored, and so
+        is a row with more or fewer cells than the header (not a row this module wrote: it writes whole rows)."""
         path = self.path / name
         if not path.exists():
             return []
@@ -266,7 +267,9 @@ class RunFolder:
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
         try:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+            lines = csv.reader(io.StringIO(text))
+            header = next(lines, [])
+            return [dict(zip(header, map(_number, row), strict=True)) for row in lines if len(row) == len(header)]
         except csv.Error as e:
             raise files.UnreadableFile(path, f"is not a CSV table ({e})") from None
 
