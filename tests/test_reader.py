@@ -188,7 +188,7 @@ def test_a_checkpoint_without_best_weights_is_old_in_format_1_and_damaged_in_for
     ckpt = torch.load(run / "checkpoint.pt", weights_only=True)
     del ckpt["best"]
     torch.save(ckpt, run / "checkpoint.pt")
-    with pytest.raises(UnreadableFile, match="has no best weights, though every checkpoint of a format-2 run folder"):
+    with pytest.raises(UnreadableFile, match="has no best weights, though a format-2 run folder's checkpoint holds"):
         RunView(run).weights("auto")
     rewrite_summary(run, drop=("format",))  # the same folder as an earlier version wrote it
     view = RunView(run)
@@ -199,6 +199,25 @@ def test_a_checkpoint_without_best_weights_is_old_in_format_1_and_damaged_in_for
         assert all(torch.equal(state[k], ckpt["model"][k]) for k in state)
     with pytest.raises(UnreadableFile, match=r"no best weights in it \(written by a version that kept none\); "
                                              "use --weights latest"):
+        view.weights("best")
+
+
+def test_a_run_stopped_before_its_first_evaluation_has_only_its_latest_weights(tmp_path, monkeypatch):
+    """Ctrl-C (the test hook's SIGINT) at step 2 of a run that evaluates every 4: its checkpoint has no best
+    weights yet. That is no damage: auto and best-or-latest read the latest, best says why it cannot."""
+    config = tmp_path / "early.yaml"
+    config.write_text(yaml.safe_dump(RAW))
+    monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=2")
+    result = CliRunner().invoke(app, ["train", str(config), "-q", "--runs-dir", str(tmp_path / "runs"),
+                                      "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 130, result.output
+    view = RunView(tmp_path / "runs" / "tiny" / RUN)
+    assert view.status == "interrupted" and view.format == FORMAT and view.checkpoint["best"]["step"] is None
+    for choice in ("auto", "best-or-latest", "latest"):
+        _, used = view.weights(choice)
+        assert used == {"source": "latest checkpoint", "step": 2, "status": "interrupted", "checkpoint_step": 2}
+    with pytest.raises(UnreadableFile, match=r"checkpoint.pt: no best weights in it \(the run stopped before its "
+                                             r"first evaluation\); use --weights latest"):
         view.weights("best")
 
 
@@ -285,4 +304,4 @@ def test_inspect_says_a_damaged_checkpoint_in_one_line(run, trained):
     result = CliRunner().invoke(app, ["inspect", str(run), "--data-dir", str(trained / "data")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     message = " ".join(result.output.split())
-    assert "checkpoint.pt: has no best weights, though every checkpoint of a format-2" in message
+    assert "checkpoint.pt: has no best weights, though a format-2 run folder's checkpoint" in message

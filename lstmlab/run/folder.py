@@ -43,8 +43,9 @@ Formats (summary.json's "format"; every summary this module writes says FORMAT, 
      metric from metrics.csv's test row, the best validation metric from its val rows, `solved` from the
      solve threshold), and a checkpoint may lack best weights.
   2  "format": 2. A completed summary always holds task, metric, higher_is_better, params, best_val,
-     test_metric and solved, and every checkpoint holds the best weights so far: a reader takes them as
-     written, and a file that lacks one is damaged, not old. A later format only adds fields.
+     test_metric and solved, and every checkpoint saved after the first evaluation holds the best weights
+     so far (one saved before it, when a run is stopped early, says so: its best step is null): a reader
+     takes them as written, and a file that lacks one is damaged, not old. A later format only adds fields.
 Reading (a read-only view for compare, inspect, sample and the exporters) is lstmlab.run.reader.
 
 Test hooks (for deterministic kill and Ctrl-C tests; inert unless the variables are set):

@@ -23,8 +23,8 @@ the field existed) is read as far as its fields allow: the metric and its direct
 registry when the summary lacks them, the test metric from metrics.csv's test row, the best validation
 metric from its val rows, `solved` from the solve threshold, and a checkpoint without best weights is an
 old one. A format-2 folder is read as written: a completed summary without one of COMPLETED_FIELDS, or a
-checkpoint without best weights, is damaged, and says so. A later format only adds fields, so it reads
-like format 2.
+checkpoint saved after the first evaluation without best weights, is damaged, and says so. A later
+format only adds fields, so it reads like format 2.
 
 Which weights (`choice`):
     best            the best-by-validation weights: those a completed run's test metric was measured with
@@ -32,7 +32,8 @@ Which weights (`choice`):
     latest          the last checkpoint's weights (for a completed run, the ones it ended training with)
     auto            best for a completed run, else latest: an unfinished run is read where it stands
                     (inspect's default)
-    best-or-latest  best, or latest where a format-1 checkpoint kept no best weights (sample's choice)
+    best-or-latest  best, or latest where a checkpoint has none (saved before the first evaluation, or by a
+                    version that kept none: format 1); sample's choice
 """
 
 from __future__ import annotations
@@ -272,20 +273,23 @@ class RunView:
 
     def weights(self, choice: str = "auto") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         """(state_dict, which weights: {"source": "best" | "latest checkpoint", "step", "status",
-        "checkpoint_step"}) for `choice` (see the module docstring)."""
+        "checkpoint_step"}) for `choice` (see the module docstring). A checkpoint saved before the run's
+        first evaluation (interrupted early) has no best weights yet: auto and best-or-latest read its latest."""
         if choice not in WEIGHTS:
             raise UserError(f"weights: unknown choice {choice!r}; valid: {', '.join(WEIGHTS)}")
         ckpt, path, status = self.checkpoint, self.path / CHECKPOINT, self.status
-        best = ckpt.get("best") if isinstance(ckpt.get("best"), dict) else {}
-        has_best = isinstance(best.get("model"), dict)
+        best = ckpt.get("best")
+        has_best = isinstance(best, dict) and isinstance(best.get("model"), dict)
+        before_first_evaluation = isinstance(best, dict) and best.get("step") is None  # stopped before it
         if not has_best and choice != "latest":
-            if not self.unmarked:
-                raise files.UnreadableFile(path, f"has no best weights, though every checkpoint of a format-"
-                                                 f"{self.format} run folder holds them: damaged, or not written "
-                                                 "by lstmlab")
+            if not self.unmarked and not before_first_evaluation:
+                raise files.UnreadableFile(path, f"has no best weights, though a format-{self.format} run "
+                                                 "folder's checkpoint holds them from the first evaluation on: "
+                                                 "damaged, or not written by lstmlab")
             if choice == "best":
-                raise files.UnreadableFile(path, "no best weights in it (written by a version that kept none); "
-                                                 "use --weights latest")
+                why = ("the run stopped before its first evaluation" if before_first_evaluation
+                       else "written by a version that kept none")
+                raise files.UnreadableFile(path, f"no best weights in it ({why}); use --weights latest")
         if has_best and (choice in ("best", "best-or-latest") or (choice == "auto" and status == "completed")):
             return best["model"], {"source": "best", "step": best.get("step"), "status": status,
                                    "checkpoint_step": ckpt.get("step")}
