@@ -73,8 +73,8 @@ def write_run(root: Path, rng: random.Random, layers: int, lr: float, seed: int,
     rows.append(f"{250 * evals},{250 * evals * 64 / 10000},test,{test!r},{test!r},{lr},,{1.1 * 250 * evals!r},")
     (path / "metrics.csv").write_text(COLUMNS + "\n" + "\n".join(rows) + "\n")
     summary = {
-        "status": "completed", "experiment": "synthetic", "run": name, "task": "adding", "model_type": "lstm",
-        "layers": layers, "hidden_size": HIDDEN[layers], "params": 20218, "metric": "mse",
+        "format": 2, "status": "completed", "experiment": "synthetic", "run": name, "task": "adding",
+        "model_type": "lstm", "layers": layers, "hidden_size": HIDDEN[layers], "params": 20218, "metric": "mse",
         "higher_is_better": False, "baseline": BASELINE, "baselines": {"analytic": 1 / 6, "trivial": BASELINE},
         "solve_threshold": THRESHOLD, "dataset": "adding-0123456789", "device": "cpu", "backend": "torch.nn",
         "steps": 3000, "step": 3000, "best_step": 3000, "best_val": {"loss": best, "mse": best},

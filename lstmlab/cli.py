@@ -337,6 +337,7 @@ def compare(
     """Group runs by a config key across seeds: mean, spread, confidence intervals, and each step's effect."""
     from lstmlab.analysis.compare import FORMATS, compare_runs, render
     from lstmlab.errors import UserError
+    from lstmlab.run.reader import DEFAULT_BY
 
     if format_ not in FORMATS:
         raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
@@ -348,7 +349,7 @@ def compare(
             from lstmlab.analysis.compare.plot import check_plot_path
 
             check_plot_path(image)
-    comparison = compare_runs(paths, by=tuple(by or ("model.layers",)), tune_keys=tuple(tune or ()),
+    comparison = compare_runs(paths, by=tuple(by or DEFAULT_BY), tune_keys=tuple(tune or ()),
                               evidence=evidence, at_step=at_step)
     output = render(comparison, format_)
     if isinstance(output, str):
@@ -417,6 +418,7 @@ def inspect(
     from lstmlab.analysis.inspect.render import FORMATS, check_plot_path, render
     from lstmlab.analysis.inspect.render import plot as draw
     from lstmlab.errors import UserError
+    from lstmlab.run.reader import DEFAULT_BY
 
     if format_ not in FORMATS:
         raise UserError(f"--format: unknown format {format_!r}; valid formats: {', '.join(FORMATS)}")
@@ -429,7 +431,7 @@ def inspect(
     if len(paths) == 1 and (paths[0] / "config.yaml").exists():
         result = inspect_run(paths[0], split=split, batch=batch, weights=weights, data_dir=data_dir, log=log)
     else:
-        result = inspect_runs(paths, by=tuple(by or ("model.layers",)), split=split, batch=batch,
+        result = inspect_runs(paths, by=tuple(by or DEFAULT_BY), split=split, batch=batch,
                               weights=weights, data_dir=data_dir, log=log)
     output = render(result, format_)
     if isinstance(output, str):
@@ -499,9 +501,10 @@ def export_mlflow(
     `mlflow ui --backend-store-uri sqlite:///mlflow.db`.
     """
     from lstmlab.analysis.export.mlflow import export_mlflow as export
+    from lstmlab.run.reader import DEFAULT_BY
 
     console = _console()
-    done = export(paths, tracking_uri=tracking_uri, experiment=experiment, by=tuple(by or ("model.layers",)))
+    done = export(paths, tracking_uri=tracking_uri, experiment=experiment, by=tuple(by or DEFAULT_BY))
     for item in done:
         console.print(f"{item.action} {item.experiment}/{item.folder.name} ({item.run_id}): "
                       f"{item.metrics} new metric points", markup=False)
@@ -522,8 +525,9 @@ def export_tensorboard(
     Needs the \\[tensorboard] extra; see them with `tensorboard --logdir DIR` (pip install tensorboard).
     """
     from lstmlab.analysis.export.tensorboard import export_tensorboard as export
+    from lstmlab.run.reader import DEFAULT_BY
 
-    done = export(paths, logdir, by=tuple(by or ("model.layers",)))
+    done = export(paths, logdir, by=tuple(by or DEFAULT_BY))
     console = _console()
     console.print(f"{len(done.runs)} run(s) and {len(done.groups)} group(s) (mean, min, max) -> {done.logdir}",
                   markup=False)

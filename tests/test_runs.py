@@ -1,8 +1,10 @@
 """Run folders: the lock (a real second process), the refusal of a folder that holds another run, the
-config hash in the checkpoint, and the completion transition."""
+config hash in the checkpoint, the completion transition, and the format every summary says.
+Reading them back: tests/test_reader.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -14,7 +16,7 @@ import pytest
 import torch
 
 from lstmlab.errors import UserError
-from lstmlab.run.folder import RunBusy, RunFolder, RunRefused, config_sha256
+from lstmlab.run.folder import FORMAT, RunBusy, RunFolder, RunRefused, config_sha256
 
 CONFIG = {"experiment": "x", "model": {"layers": 1}}
 OTHER = {"experiment": "x", "model": {"layers": 2}}
@@ -114,3 +116,12 @@ def test_complete_commits_with_the_summary_and_a_resume_drops_an_uncommitted_tes
         run.complete({"step": 10, "split": "test", "loss": 3.0}, columns, {"status": "running"})
     run.complete({"step": 10, "split": "test", "loss": 3.0}, columns, {"status": "completed"})
     assert [r["split"] for r in run.metrics()] == ["train", "val", "test"] and run.status() == "completed"
+
+
+def test_every_summary_written_says_this_versions_format_first(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.write_summary({"status": "running", "run": "x"})
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"format": FORMAT, "status": "running", "run": "x"}
+    assert list(json.loads((tmp_path / "summary.json").read_text()))[0] == "format"
+    folder.write_summary({"format": 1, "status": "interrupted"})  # an earlier version's summary, rewritten now
+    assert json.loads((tmp_path / "summary.json").read_text()) == {"format": FORMAT, "status": "interrupted"}

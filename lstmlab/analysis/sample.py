@@ -9,10 +9,11 @@ it in turn, carrying its recurrent state (as pytorch/examples word_language_mode
 
 temperature → 0 approaches always taking the most likely character (0 is exactly that); 1 samples the
 model's own distribution; above 1 flattens it. <unk> (id 0, characters the training text never had) is
-never drawn. The weights are the run's best by validation (the ones its test metric was measured with),
-from checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json. The dataset is found where
-the run says it was trained from (env.json's `data.dir`, written by train) unless --data-dir is given; a
-run folder without that record, or whose data dir is gone, falls back to ./data.
+never drawn. The weights are the run's best by validation (the ones its test metric was measured with;
+"best-or-latest" of lstmlab.run.reader: the latest where a format-1 checkpoint kept no best weights), from
+checkpoint.pt; the alphabet is the vocabulary in its dataset's meta.json. The dataset is found where the run
+says it was trained from (env.json's `data.dir`, written by train) unless --data-dir is given; a run folder
+without that record, or whose data dir is gone, falls back to ./data.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmlab.errors import UserError
-from lstmlab.run.folder import RunFolder
+from lstmlab.run.reader import RunView, WeightsDoNotFit, open_run
 from lstmlab.schema import SEED_MAX
 
 
@@ -38,7 +39,7 @@ class Sample:
 DEFAULT_DATA_DIR = Path("data")
 
 
-def find_data_dir(run: RunFolder, task_cfg, data_dir: str | Path | None) -> Path:
+def find_data_dir(run: RunView, task_cfg, data_dir: str | Path | None) -> Path:
     """The data dir to read a run's dataset from: `data_dir` when given; else the one its env.json records
     (`data.dir`) if the dataset is still there; else ./data. UserError naming the places looked in when the
     dataset is in none of them."""
@@ -47,7 +48,7 @@ def find_data_dir(run: RunFolder, task_cfg, data_dir: str | Path | None) -> Path
     if data_dir is not None:
         return Path(data_dir)
     try:
-        recorded = ((run.env() or {}).get("data") or {}).get("dir")
+        recorded = (run.env.get("data") or {}).get("dir")
     except (UserError, AttributeError):  # an unreadable or hand-edited env.json: look in the default place
         recorded = None
     places = [Path(recorded)] if isinstance(recorded, str) and recorded else []
@@ -63,33 +64,22 @@ def find_data_dir(run: RunFolder, task_cfg, data_dir: str | Path | None) -> Path
 def load_run(path: str | Path, data_dir: str | Path | None = None):
     """(resolved config, vocabulary, model with the run's best weights, their step) of a charlm run folder;
     `data_dir` None: where the run's dataset was trained from (find_data_dir)."""
-    import torch
-
-    from lstmlab.config import validate
-    from lstmlab.models.sequence import build_model
     from lstmlab.tasks.datasets import load
 
-    run = RunFolder(path)
-    if not run.exists():
-        raise UserError(f"{path} is not a run folder (no config.yaml); give runs/<experiment>/<run-name>")
-    cfg = validate(run.config(), source=str(run.path / "config.yaml"))
+    run = open_run(path)
+    cfg = run.resolved()
     if cfg.task.name != "charlm":
         raise UserError(f"{run.path} is a run of task {cfg.task.name}; lstmlab sample writes text from charlm runs")
-    if not run.has_checkpoint():
-        raise UserError(f"{run.path} has no checkpoint.pt: the run never reached its first evaluation")
+    run.weights("best-or-latest")  # no checkpoint.pt yet, or an unreadable one: said before the data is looked for
     dataset = load(cfg.task, find_data_dir(run, cfg.task, data_dir), generate_missing=False)
     vocab = dataset.meta["info"]["vocab"]
-    ckpt = run.load_checkpoint(map_location="cpu")
-    best = ckpt.get("best") or {}
-    weights, step = (best["model"], best.get("step")) if best.get("model") else (ckpt["model"], ckpt.get("step"))
-    model = build_model(cfg.model, dataset.spec).to(dtype=getattr(torch, cfg.train.dtype))
     try:
-        model.load_state_dict(weights)
-    except RuntimeError as e:  # another alphabet: the dataset was made anew from different text
+        model, used = run.load_model("best-or-latest", spec=dataset.spec)
+    except WeightsDoNotFit as e:  # another alphabet: the dataset was made anew from different text
         raise UserError(f"{run.path}/checkpoint.pt does not fit the model of its config with the {len(vocab)}-"
                         f"character alphabet of {dataset.folder} (was the dataset made anew from other text?): "
-                        f"{str(e).splitlines()[0]}") from None
-    return cfg, vocab, model.eval(), step
+                        f"{e.problem}") from None
+    return cfg, vocab, model, used["step"]
 
 
 def sample_text(path: str | Path, *, chars: int = 500, temperature: float = 1.0, prime: str = "\n",

@@ -5,7 +5,8 @@ and locked so that two processes never train one run side by side.
       config.yaml    resolved config of this run (pass it back to `lstmlab train` to run it again)
       env.json       versions, device, kernel backend, git sha + dirty flag, argv, host
       metrics.csv    one row per evaluation and split; rows are appended whole and flushed to disk
-      summary.json   status (running | completed | failed | interrupted), params, metrics, baseline
+      summary.json   status (running | completed | failed | interrupted), params, metrics, baseline, and
+                     "format": the run folder's format version (FORMAT, below)
       checkpoint.pt  model + optimizer + scheduler + RNG state + step + the sha256 of the resolved config
       diagnostics.csv  optional (train.diagnostics_every): gradient flow and gate statistics every N steps,
                      written like metrics.csv (lstmlab.run.diagnostics)
@@ -36,6 +37,17 @@ How a trainer uses a folder (every guarantee below lives here, not in the traini
   summary is not `completed` is left over from a run killed between the two writes; `truncate_metrics`
   (called on every resume) discards it, so the rerun writes exactly one.
 
+Formats (summary.json's "format"; every summary this module writes says FORMAT, the current one):
+  1  folders without "format": those written before it existed. Their summaries hold what their version
+     wrote; a reader derives what is missing (the metric and its direction from the task registry, the test
+     metric from metrics.csv's test row, the best validation metric from its val rows, `solved` from the
+     solve threshold), and a checkpoint may lack best weights.
+  2  "format": 2. A completed summary always holds task, metric, higher_is_better, params, best_val,
+     test_metric and solved, and every checkpoint saved after the first evaluation holds the best weights
+     so far (one saved before it, when a run is stopped early, says so: its best step is null): a reader
+     takes them as written, and a file that lacks one is damaged, not old. A later format only adds fields.
+Reading (a read-only view for compare, inspect, sample and the exporters) is lstmlab.run.reader.
+
 Test hooks (for deterministic kill and Ctrl-C tests; inert unless the variables are set):
   LSTMLAB_TEST_NOTIFY=<file>@<point>[@<run name>]   appends "<pid> <run name> <point>" to a file (or
                                                     FIFO) at that point
@@ -59,6 +71,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from lstmlab import files
 from lstmlab.config import get_dotted
 from lstmlab.errors import UserError
@@ -71,7 +85,23 @@ CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT = "config.yaml", "env.json", "metrics.
 DIAGNOSTICS = "diagnostics.csv"  # a second table of rows by step, read and written like metrics.csv
 LOCK = ".lock"
 RUN_FILES = (CONFIG, ENV, METRICS, SUMMARY, CHECKPOINT, DIAGNOSTICS)
+FORMAT = 2  # the run folder format this version writes (summary.json "format"); see the module docstring
+FORMAT_UNMARKED = 1  # the format of a folder whose summary.json has no "format"
 NOT_SCALARS = ("step", "split")  # metrics.csv columns that place a row rather than measure something
+
+
+if hasattr(yaml, "CSafeLoader"):
+    class _RunConfigLoader(yaml.cyaml.CParser, files._Loader):
+        """lstmlab's YAML rules (files: YAML 1.2 floats, no key twice) on libyaml's parser, about eight times
+        faster than the pure-Python one: compare reads thousands of config.yaml files, and that parse was
+        most of its time. User configs keep the pure-Python parser, whose error messages say more."""
+
+        def __init__(self, stream):
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+else:  # PyYAML without libyaml
+    _RunConfigLoader = files._Loader
 
 
 def run_name(cfg: ExperimentConfig, swept_keys: tuple[str, ...] = ()) -> str:
@@ -199,7 +229,11 @@ class RunFolder:
     # UnreadableFile (a UserError) naming it.
     def config(self) -> dict[str, Any]:
         """config.yaml as a mapping (UnreadableFile when it is not YAML or not a mapping)."""
-        config = files.read_yaml(self.path / CONFIG)
+        path = self.path / CONFIG
+        try:
+            config = yaml.load(files.read_text(path), Loader=_RunConfigLoader)  # noqa: S506 (a safe loader)
+        except yaml.YAMLError as e:
+            raise files.UnreadableFile(path, files.yaml_problem(e)) from None
         if not isinstance(config, dict):
             raise files.UnreadableFile(self.path / CONFIG, "is not a mapping of sections (a run's config)")
         return config
@@ -225,7 +259,8 @@ class RunFolder:
         return value
 
     def metrics(self, name: str = METRICS) -> list[dict[str, Any]]:
-        """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored."""
+        """Complete rows of metrics.csv (or `name`), numbers parsed; a trailing partial line is ignored, and so
+        is a row with more or fewer cells than the header (not a row this module wrote: it writes whole rows)."""
         path = self.path / name
         if not path.exists():
             return []
@@ -233,7 +268,9 @@ class RunFolder:
         if not text.endswith("\n"):
             text = text[: text.rfind("\n") + 1]
         try:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
+            lines = csv.reader(io.StringIO(text))
+            header = next(lines, [])
+            return [dict(zip(header, map(_number, row), strict=True)) for row in lines if len(row) == len(header)]
         except csv.Error as e:
             raise files.UnreadableFile(path, f"is not a CSV table ({e})") from None
 
@@ -263,8 +300,11 @@ class RunFolder:
         atomic_write_json(self.path / ENV, env)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace summary.json with `summary`, stamped `"format": FORMAT` (first): this version wrote it, so it
+        holds what FORMAT promises, whatever format the summary it was made from said."""
         assert summary.get("status") in STATUSES, summary.get("status")
-        atomic_write_json(self.path / SUMMARY, summary)
+        summary = {k: v for k, v in summary.items() if k != "format"}
+        atomic_write_json(self.path / SUMMARY, {"format": FORMAT, **summary})
 
     def complete(self, test_row: dict[str, Any], columns: list[str], summary: dict[str, Any]) -> None:
         """The transition to `completed`: append the test row, then replace summary.json (the commit point).

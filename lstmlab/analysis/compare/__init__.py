@@ -8,11 +8,12 @@ One job per module:
     analysis.py  records -> groups (summarised once), steps between neighbouring groups, verdicts in words
     tune.py      within a group, the --tune value with the best mean validation metric
     training.py  each step at every shared evaluation: the verdict over training (validation split)
-    render.py    a Comparison as a table, Markdown, CSV or the JSON object of DESIGN.md's contract
+    render.py    a Comparison as a table, Markdown, CSV or JSON (fields: docs/statistics.md)
 The plot (lstmlab.analysis.compare.plot) draws a Comparison; the CLI calls it directly.
 
 Runs that cannot be compared (unfinished, failed, another task, unreadable files) are listed with the
-reason, never dropped silently. Run folders of earlier versions are read as far as their fields allow.
+reason, never dropped silently. Run folders of format 1 (written before summary.json said its format:
+lstmlab.run.folder) are read as far as their fields allow.
 """
 
 from lstmlab.analysis.compare.analysis import (

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.analysis.compare import stats, training
-from lstmlab.analysis.compare.read import RunRecord, dotted, flatten, hashable, order, read_runs
+from lstmlab.analysis.compare.read import DEFAULT_BY, RunRecord, dotted, flat_config, hashable, order, read_runs
 from lstmlab.analysis.compare.tune import Tuning, tune
 from lstmlab.errors import UserError
 from lstmlab.run import convergence
@@ -181,14 +181,14 @@ class Comparison:
 # -- reading and grouping ------------------------------------------------------------------------------
 
 
-def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = ("model.layers",),
+def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str, ...] = DEFAULT_BY,
                  tune_keys: tuple[str, ...] = (), *, evidence: str = "auto", at_step: int | None = None) -> Comparison:
     """Read every run folder at or below `paths`; group completed runs by the dotted config keys `by`,
     choosing within each group the value of `tune_keys` with the best mean validation metric.
 
     `evidence` (auto | means | solve-rate) picks what each step's verdict rests on; `at_step` compares each
     run's validation metric at that step instead of its test metric at the end (the verdict at a budget)."""
-    by, tune_keys = tuple(by) or ("model.layers",), tuple(dict.fromkeys(tune_keys))
+    by, tune_keys = tuple(by) or DEFAULT_BY, tuple(dict.fromkeys(tune_keys))
     if evidence not in EVIDENCE:
         raise UserError(f"--evidence: unknown choice {evidence!r}; valid choices: {', '.join(EVIDENCE)}")
     if at_step is not None and at_step < 0:
@@ -325,7 +325,7 @@ def check_keys(keys: tuple[str, ...], configs: list[dict], flag: str = "--by") -
         return
     for key in keys:
         if not any(dotted(c, key)[0] for c in configs):
-            flat = [flatten(c) for c in configs]
+            flat = [flat_config(c) for c in configs]
             leaves = sorted(set().union(*flat))
             missing = object()
             varying = [k for k in leaves if len({f.get(k, missing) for f in flat}) > 1]

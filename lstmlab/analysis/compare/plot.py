@@ -30,8 +30,10 @@ SUFFIXES = (".png", ".svg", ".pdf")
 HUES = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys")  # one colour map per value of the other --by keys
 
 
-def check_plot_path(path: Path) -> None:
-    """Refuse an unknown suffix, and say what to install without matplotlib, before any work is done."""
+def check_plot_path(path: str | Path) -> None:
+    """Refuse an unknown suffix, and say what to install without matplotlib, before any work is done (compare's
+    and inspect's --plot)."""
+    path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
         raise UserError(f"--plot {path}: unknown image type {path.suffix!r}; valid suffixes: {', '.join(SUFFIXES)}")
     try:

@@ -1,4 +1,4 @@
-"""A Comparison as text: a rich table, Markdown, CSV or the JSON object of DESIGN.md's contract.
+"""A Comparison as text: a rich table, Markdown, CSV or the JSON object whose fields docs/statistics.md lists.
 
     render(comparison, fmt) -> str | rich renderable
     json_object(comparison) -> dict
@@ -38,7 +38,7 @@ def render(comparison: Comparison, fmt_name: str):
 
 
 def json_object(c: Comparison) -> dict[str, Any]:
-    """The `compare --format json` object (DESIGN.md's contract)."""
+    """The `compare --format json` object (its fields: docs/statistics.md, "Per group" and "Per step")."""
     groups = []
     for g in c.groups:
         s = g.stats

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from lstmlab.analysis.export import RunRecord, as_text, flatten, folder_started, read_run, run_folders, scalars
 from lstmlab.errors import UserError
+from lstmlab.run.reader import DEFAULT_BY
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 FOLDER_TAG, FOLDER_KEY_TAG = "lstmlab.folder", "lstmlab.folder_key"
@@ -89,7 +90,7 @@ def check_sqlite_writable(tracking_uri: str) -> None:
 
 
 def export_mlflow(paths: list[Path], tracking_uri: str = DEFAULT_URI, experiment: str | None = None,
-                  by: tuple[str, ...] = ("model.layers",)) -> list[Exported]:
+                  by: tuple[str, ...] = DEFAULT_BY) -> list[Exported]:
     """Every run folder under `paths` into the tracking store; returns what was done to each."""
     records = [read_run(folder) for folder in run_folders(paths)]
     check_sqlite_writable(tracking_uri)

@@ -30,6 +30,7 @@ from lstmlab.analysis.compare import stats
 from lstmlab.analysis.export import NOT_SCALARS, as_text, folder_started, read_run, run_folders
 from lstmlab.files import UnwritableFolder, make_folder, os_problem
 from lstmlab.run.folder import RunFolder
+from lstmlab.run.reader import DEFAULT_BY
 from lstmlab.run.tensorboard import TensorBoardLog, summary_writer  # noqa: F401 (export's writer)
 
 STATISTICS = ("mean", "min", "max")
@@ -47,7 +48,7 @@ class Exported:
     warnings: list[str] = field(default_factory=list)  # compare's: groups that pool runs of different configs
 
 
-def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...] = ("model.layers",)) -> Exported:
+def export_tensorboard(paths: list[Path], logdir: str | Path, by: tuple[str, ...] = DEFAULT_BY) -> Exported:
     """Every run folder under `paths` as a TensorBoard run, and mean/min/max runs per group of completed runs."""
     from lstmlab.analysis.compare import compare_runs, comparison_warning
 

@@ -31,10 +31,11 @@ from typing import Any
 
 from lstmlab.errors import UserError
 from lstmlab.models.gradflow import first_to_last, summarize
-from lstmlab.run.folder import RunFolder, find_runs
+from lstmlab.run.folder import find_runs
+from lstmlab.run.reader import DEFAULT_BY, RunView, dotted, flat_config, hashable, open_run
 
 SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
-WEIGHTS = ("auto", "best", "latest")  # auto: best for a completed run, else the latest checkpoint
+WEIGHTS = ("auto", "best", "latest")  # of lstmlab.run.reader's: auto is best for a completed run, else latest
 
 
 # -- one run folder ------------------------------------------------------------------------------------
@@ -52,37 +53,26 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, wei
     import torch
 
     from lstmlab.models.gradflow import trace
-    from lstmlab.models.sequence import LSTM_TYPES, build_model
+    from lstmlab.models.sequence import LSTM_TYPES
     from lstmlab.tasks import make_task
     from lstmlab.tasks.datasets import load as load_dataset
 
     check_options(split, batch, weights)
-    folder = RunFolder(path)
-    cfg = read_config(folder)
-    try:
-        summary = folder.summary()
-    except (OSError, ValueError) as e:  # ValueError: not JSON, not text
-        raise UserError(f"{folder.path / 'summary.json'} cannot be read: {str(e).splitlines()[0]}") from None
-    status = (summary or {}).get("status")
-    state, used = pick_weights(folder, status, weights)
-
+    run = open_run(path)
+    cfg = run.resolved()
+    run.weights(weights)  # a missing or unreadable checkpoint.pt or summary.json: refused before the data loads
     dataset = load_dataset(cfg.task, data_dir, log=log)
     model_cfg = cfg.model
     if model_cfg.type in LSTM_TYPES:  # torch.nn.LSTM's state_dict loads into the scratch LSTM: same keys
         model_cfg = model_cfg.model_copy(update={"type": "scratch-lstm", "backend": "reference"})
-    model = build_model(model_cfg, dataset.spec)
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{folder.path / 'checkpoint.pt'}: weights do not fit the model of config.yaml "
-                        f"({str(e).splitlines()[0]})") from None
+    model, used = run.load_model(weights, spec=dataset.spec, model=model_cfg)
     arrays = dataset.splits[split]
     n = min(batch, len(arrays["inputs"]))
     tensors = {k: torch.from_numpy(v[:n]) for k, v in arrays.items()}
     result = trace(model, tensors["inputs"], tensors, make_task(cfg.task).loss)
     return {
-        "run": (summary or {}).get("run") or folder.path.name,
-        "path": str(folder.path),
+        "run": run.name,
+        "path": str(run.path),
         "task": cfg.task.name,
         "model_type": cfg.model.type,
         "core": result.kind,
@@ -108,45 +98,10 @@ def check_options(split: str, batch: int, weights: str = "auto") -> None:
         raise UserError(f"--batch: must be at least 1 sequence (got {batch})")
 
 
-def read_config(folder: RunFolder):
-    from lstmlab.config import validate
-
-    if not folder.exists():
-        raise UserError(f"{folder.path} is not a run folder: it has no config.yaml (give a run folder, or a "
-                        "folder above run folders such as runs/<experiment>)")
-    try:
-        raw = folder.config()
-    except Exception as e:  # unreadable YAML, a file that is not text
-        raise UserError(f"{folder.path / 'config.yaml'} cannot be read: {str(e).splitlines()[0]}") from None
-    return validate(raw, source=str(folder.path / "config.yaml"))
-
-
-def pick_weights(folder: RunFolder, status: str | None, choice: str = "auto") -> tuple[dict, dict[str, Any]]:
-    """(state_dict, which weights): for "auto", the best-by-validation weights of a completed run, else the
-    latest checkpoint; "best" or "latest" as asked."""
-    checkpoint = folder.path / "checkpoint.pt"
-    if not folder.has_checkpoint():
-        raise UserError(f"{folder.path}: no checkpoint.pt yet (status {status or 'unknown'}); a run writes its "
-                        "first checkpoint at its first evaluation (every train.eval_every steps)")
-    try:
-        ckpt = folder.load_checkpoint(map_location="cpu")
-    except Exception as e:  # truncated, not a torch file, written by another version
-        raise UserError(f"{checkpoint} cannot be read: {str(e).splitlines()[0]}") from None
-    best = ckpt.get("best") or {}
-    if choice == "best" and best.get("model") is None:
-        raise UserError(f"{checkpoint}: no best weights in it (written by a version that kept none); "
-                        "use --weights latest")
-    if choice == "best" or (choice == "auto" and status == "completed" and best.get("model") is not None):
-        return best["model"], {"source": "best", "step": best.get("step"), "status": status,
-                               "checkpoint_step": ckpt.get("step")}
-    return ckpt["model"], {"source": "latest checkpoint", "step": ckpt.get("step"), "status": status,
-                           "checkpoint_step": ckpt.get("step")}
-
-
 # -- folders of runs, grouped ---------------------------------------------------------------------------
 
 
-def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layers",), split: str = SPLIT,
+def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = DEFAULT_BY, split: str = SPLIT,
                  batch: int = BATCH, weights: str = "auto", data_dir: str | Path = "data",
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every run folder at or below `paths`, grouped by the dotted config keys `by`.
@@ -156,11 +111,10 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     `layers` and `grad_x` are its runs' curves combined step by step (geometric mean of the gradient
     norms, mean of the gate statistics), so groups plot and read like runs.
     """
-    from lstmlab.analysis.compare import check_keys, dotted, hashable, mixed_keys, order, pooling_warning
-    from lstmlab.analysis.compare.read import flatten
+    from lstmlab.analysis.compare import check_keys, mixed_keys, order, pooling_warning
 
     check_options(split, batch, weights)
-    by = tuple(by) or ("model.layers",)
+    by = tuple(by) or DEFAULT_BY
     folders = find_runs(list(paths))
     if not folders:
         raise UserError(f"no run folders under {', '.join(map(str, paths))}: a run folder holds a config.yaml")
@@ -168,7 +122,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
     skipped: list[dict[str, str]] = []
     for folder in folders:
         try:
-            configs[folder.path] = read_config(folder).model_dump(mode="json")
+            configs[folder.path] = RunView(folder.path).resolved().model_dump(mode="json")
         except UserError as e:
             skipped.append({"path": str(folder.path), "reason": str(e)})
     check_keys(by, list(configs.values()))  # a --by key no run has: exit 2 with the valid keys
@@ -186,7 +140,7 @@ def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = ("model.layer
             skipped.append({"path": str(path), "reason": str(e)})
             continue
         grouped.setdefault(tuple(hashable(value) for _, value in found), []).append(run)
-        flats.setdefault(tuple(hashable(value) for _, value in found), []).append(flatten(config))
+        flats.setdefault(tuple(hashable(value) for _, value in found), []).append(flat_config(config))
     groups = []
     for key in sorted(grouped, key=lambda k: tuple(order(v) for v in k)):
         runs = grouped[key]

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.analysis.compare import finite, fmt
+from lstmlab.analysis.compare.plot import check_plot_path
 from lstmlab.errors import UserError
 
 FORMATS = ("table", "json")
-SUFFIXES = (".png", ".svg", ".pdf")
 GATE_ORDER = ("i", "f", "g", "o", "r", "z", "n")
 
 
@@ -117,17 +117,6 @@ def _gate(stats: dict | None) -> str:
 
 
 # -- plot -----------------------------------------------------------------------------------------------
-
-
-def check_plot_path(path: str | Path) -> None:
-    """A known image suffix, and matplotlib installed."""
-    path = Path(path)
-    if path.suffix.lower() not in SUFFIXES:
-        raise UserError(f"--plot {path}: unknown image type {path.suffix!r}; valid suffixes: {', '.join(SUFFIXES)}")
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError:
-        raise UserError("--plot needs matplotlib: install lstmlab[plot] (pip install 'lstmlab[plot]')") from None
 
 
 def plot(result: dict[str, Any], path: str | Path) -> None:
