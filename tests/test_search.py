@@ -47,7 +47,8 @@ class FakeTrainer:
                 summary.update(status="failed", error="FloatingPointError: loss became nan")
             else:
                 val = self.objective(lr, layers, seed, steps)
-                summary.update(best_val={"mse": val}, test_metric=val + 0.001)
+                # every field a completed summary of this format holds (lstmlab.run.reader.COMPLETED_FIELDS)
+                summary.update(best_val={"mse": val}, test_metric=val + 0.001, params=100, solved=False)
             run.write_summary(summary)
             outcomes.append(Outcome(run.path.name, run.path, summary["status"]))
         self.calls.append(points)

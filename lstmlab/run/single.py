@@ -138,7 +138,7 @@ def train_single(cfg: ExperimentConfig, runs_dir: str | Path = "runs", data_dir:
                         "solved": None if solved is None else bool(solved),  # None: no threshold (arrays tasks)
                         "converged": run_converged(run.metrics(), task.metric, task.higher_is_better)})
         run.complete(test_row, columns, summary)
-    return summary
+    return run.summary()  # as written: the format stamp included
 
 
 @torch.no_grad()
