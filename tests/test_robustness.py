@@ -107,13 +107,19 @@ def test_a_killed_generations_staging_folders_are_removed_and_folders_follow_the
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o644 for p in folder.iterdir())
 
 
-def test_a_metrics_csv_that_lost_a_column_gets_it_back_on_resume(tmp_path, monkeypatch):
+def interrupted_at_step_15(tmp_path, monkeypatch):
+    """The tiny config's run, trained until a SIGINT at step 15 (a test hook): (its config, train's folders)."""
     cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs())
     dirs = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", quiet=True, log=lambda _: None)
     monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=15")
     with pytest.raises(KeyboardInterrupt):
         train(cfg, **dirs)
     monkeypatch.delenv("LSTMLAB_TEST_SIGNAL")
+    return cfg, dirs
+
+
+def test_a_metrics_csv_that_lost_a_column_gets_it_back_on_resume(tmp_path, monkeypatch):
+    cfg, dirs = interrupted_at_step_15(tmp_path, monkeypatch)
     run = RunFolder(tmp_path / "runs" / "tiny" / "L1-lstm-s0")
     path = run.path / "metrics.csv"
     rows = list(csv.DictReader(open(path)))
@@ -187,12 +193,7 @@ def test_a_lock_planted_as_a_symlink_is_refused_and_its_target_kept(tmp_path):
 def test_a_run_file_planted_as_a_symlink_is_neither_read_nor_written(tmp_path, monkeypatch):
     """An interrupted run whose metrics.csv someone replaced by a link: the resume refuses the folder, naming
     the file, and the link's target is neither written nor copied into the run folder."""
-    cfg = next(load_config(write_config(tmp_path / "c.yaml", TINY)).runs())
-    dirs = dict(runs_dir=tmp_path / "runs", data_dir=tmp_path / "data", quiet=True, log=lambda _: None)
-    monkeypatch.setenv("LSTMLAB_TEST_SIGNAL", "INT@step=15")
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, **dirs)
-    monkeypatch.delenv("LSTMLAB_TEST_SIGNAL")
+    cfg, dirs = interrupted_at_step_15(tmp_path, monkeypatch)
     run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
     secret = tmp_path / "secret.csv"
     secret.write_text("step,split\n1,SECRET\n")

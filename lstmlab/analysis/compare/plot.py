@@ -93,11 +93,16 @@ def plot_comparison(comparison: Comparison, path: Path):
     else:
         figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small")
     figure.suptitle(title(comparison))
+    return save(figure, path, "--plot")
+
+
+def save(figure, path: Path, flag: str):
+    """Write the figure to `path` (its folder made if missing); UserError naming the flag when it cannot be."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         figure.savefig(path, dpi=110)
     except OSError as e:
-        raise UserError(f"--plot {path}: cannot write the file: {e.strerror or e}") from None
+        raise UserError(f"{flag} {path}: cannot write the file: {e.strerror or e}") from None
     return figure
 
 
@@ -335,9 +340,4 @@ def plot_over_training(comparison: Comparison, path: Path):
     figure.suptitle(f"{comparison.task}: {comparison.by[0]} steps over training — difference of validation means "
                     "with Welch 95% interval; filled = beyond seed noise (Holm over the steps at each evaluation)",
                     fontsize="medium")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, dpi=110)
-    except OSError as e:
-        raise UserError(f"--plot-over-training {path}: cannot write the file: {e.strerror or e}") from None
-    return figure
+    return save(figure, path, "--plot-over-training")
