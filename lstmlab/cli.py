@@ -361,6 +361,9 @@ def compare(
 
         plot_comparison(comparison, plot)
         _console(stderr=True).print(f"plot written to {plot}")
+    if plot is not None or plot_over_training is not None:  # a run drawn without its curve is named
+        for problem in dict.fromkeys(p for g in comparison.groups for r in g.runs if (p := r.curve_problem)):
+            _console(stderr=True).print(f"warning: no curve drawn for this run: {problem}", markup=False)
     if plot_over_training is not None:
         from lstmlab.analysis.compare.plot import plot_over_training as draw_over_training
 

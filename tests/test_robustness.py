@@ -384,3 +384,30 @@ def test_set_on_a_sweep_key_sets_that_axis(tmp_path):
                                  "--data-dir", str(tmp_path / "data")])
     assert result.exit_code == 0, result.output
     assert [d["model"]["layers"] for d in yaml.safe_load_all(result.stdout)] == [1, 2]
+
+
+def test_a_metrics_csv_with_a_line_before_its_header_is_named_on_resume_and_export(tmp_path, monkeypatch):
+    """A line written above metrics.csv's header (by hand, or another program): the resume refuses the run naming
+    the file (it had resumed into a table whose rows all failed to parse), export exits 2 naming it, and
+    --restart trains the run again."""
+    interrupted_at_step_15(tmp_path, monkeypatch)
+    path = tmp_path / "runs" / "tiny" / "L1-lstm-s0" / "metrics.csv"
+    path.write_text("exported by a spreadsheet\n" + path.read_text())
+    resumed = runner.invoke(app, tiny_args(tmp_path))
+    assert resumed.exit_code == 2, resumed.output
+    assert f"{path}: its first line (exported by a spreadsheet) is not the header" in " ".join(resumed.output.split())
+    exported = runner.invoke(app, ["export", "tensorboard", str(tmp_path / "runs"), "--logdir", str(tmp_path / "tb")])
+    assert exported.exit_code == 2 and str(path) in " ".join(exported.output.split()), exported.output
+    assert "Traceback" not in resumed.output + exported.output
+    assert runner.invoke(app, tiny_args(tmp_path, "--restart")).exit_code == 0
+    assert RunFolder(path.parent).metrics()[0]["step"] > 0
+
+
+def test_compare_names_a_binary_metrics_csv_left_out_of_its_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    assert runner.invoke(app, tiny_args(tmp_path)).exit_code == 0
+    path = tmp_path / "runs" / "tiny" / "L1-lstm-s0" / "metrics.csv"
+    path.write_bytes(bytes(range(256)) * 8)
+    result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output  # the verdict's numbers come from summary.json
+    assert f"warning: no curve drawn for this run: {path}: is not a text file" in " ".join(result.output.split())

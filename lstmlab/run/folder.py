@@ -270,6 +270,10 @@ class RunFolder:
         try:
             lines = csv.reader(io.StringIO(text))
             header = next(lines, [])
+            if header and not {"step", *(["split"] if name == METRICS else [])} <= set(header):
+                raise files.UnreadableFile(path, f"its first line ({','.join(header)[:60]}) is not the header lstmlab "
+                                           "writes (step, split, ...): the file was changed by hand or damaged; "
+                                           "pass --restart to train the run again")
             return [dict(zip(header, map(_number, row), strict=True)) for row in lines if len(row) == len(header)]
         except csv.Error as e:
             raise files.UnreadableFile(path, f"is not a CSV table ({e})") from None

@@ -73,6 +73,16 @@ class RunRecord:
             return []
 
     @property
+    def curve_problem(self) -> str | None:
+        """Why the run has no curve (metrics.csv unreadable, naming it), or None: plots say it, not leave it out
+        silently."""
+        try:
+            _ = self.view.rows  # read once (cached): the reason it fails is the problem
+        except UnreadableFile as e:
+            return str(e)
+        return None
+
+    @property
     def seed(self) -> int | None:
         seed = self.flat.get("train.seed")
         return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
