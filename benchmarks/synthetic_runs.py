@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from lstmlab.run.convergence import converged
+
 LAYERS = (1, 2, 3, 4)
 LRS = (0.001, 0.003, 0.01, 0.03, 0.1)
 HIDDEN = {1: 69, 2: 40, 3: 31, 4: 26}  # a 20k parameter budget
@@ -61,12 +63,13 @@ def write_run(root: Path, rng: random.Random, layers: int, lr: float, seed: int,
     path.mkdir(parents=True, exist_ok=True)
     (path / "config.yaml").write_text(yaml.safe_dump(config(layers, lr, seed), sort_keys=False))
     test = outcome(rng, layers, lr)
-    rows, best = [], math.inf
+    rows, best, curve = [], math.inf, []
     for i in range(1, evals + 1):
         step = 250 * i
         # the validation curve falls from the baseline to the final value
         val = test * (1 + 0.05 * rng.gauss(0, 1)) + (BASELINE - test) * math.exp(-4 * i / evals)
         best = min(best, val)
+        curve.append((step, val))
         common = f"{step},{step * 64 / 10000},{{split}},{{v!r}},{{v!r}},{lr},{rng.uniform(0.1, 2)!r},{1.1 * step!r},"
         rows.append(common.format(split="train", v=val * 1.02) + f"{rng.uniform(2000, 3000)!r}")
         rows.append(common.format(split="val", v=val) + f"{rng.uniform(2000, 3000)!r}")
@@ -80,6 +83,7 @@ def write_run(root: Path, rng: random.Random, layers: int, lr: float, seed: int,
         "steps": 3000, "step": 3000, "best_step": 3000, "best_val": {"loss": best, "mse": best},
         "final_val": {"loss": best, "mse": best}, "test": {"loss": test, "mse": test}, "test_metric": test,
         "solved": test <= THRESHOLD, "wall_s": rng.uniform(100, 300),
+        "converged": converged(curve, higher_is_better=False),  # as train writes it (lstmlab.run.convergence)
     }
     (path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
 
