@@ -411,3 +411,18 @@ def test_compare_names_a_binary_metrics_csv_left_out_of_its_plot(tmp_path):
     result = runner.invoke(app, ["compare", str(tmp_path / "runs"), "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 0, result.output  # the verdict's numbers come from summary.json
     assert f"warning: no curve drawn for this run: {path}: is not a text file" in " ".join(result.output.split())
+
+
+def test_run_files_are_as_readable_as_the_umask_allows(tmp_path):
+    """A run folder in a shared runs dir: config.yaml, summary.json, env.json and checkpoint.pt get 0o666 minus
+    the umask (they had mkstemp's 0o600, unreadable to the group that compares the study)."""
+    old = os.umask(0o022)
+    try:
+        assert runner.invoke(app, tiny_args(tmp_path)).exit_code == 0
+    finally:
+        os.umask(old)
+    run = tmp_path / "runs" / "tiny" / "L1-lstm-s0"
+    modes = {name: stat.S_IMODE((run / name).stat().st_mode)
+             for name in ("config.yaml", "summary.json", "env.json", "checkpoint.pt", "metrics.csv")}
+    assert modes == dict.fromkeys(modes, 0o644), modes
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".") and p.name != ".lock"]  # no temp file left

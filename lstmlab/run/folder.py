@@ -64,9 +64,9 @@ import hashlib
 import io
 import json
 import os
+import secrets
 import signal
 import socket
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,8 +141,13 @@ def config_sha256(config: dict[str, Any]) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to a new file beside `path`, then rename it over `path`: a reader sees the old file or the
+    new one, never half of one. The new file gets the mode any file the user makes gets (0o666 minus the
+    umask), so a run folder in a shared runs dir is as readable as the user's umask allows; mkstemp's 0o600
+    would hide config.yaml and summary.json from the others that compare the study."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    tmp = str(path.parent / f".{path.name}.{secrets.token_hex(8)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)  # the umask applies
     try:
         with files.naming(path), os.fdopen(fd, "wb") as f:  # ENOSPC names the file
             f.write(data)
