@@ -88,7 +88,9 @@ def plot_comparison(comparison: Comparison, path: Path):
         _mean_with_intervals(finals, x + 0.25, group, color)
 
     handles, labels = curves.get_legend_handles_labels()
-    if len(comparison.groups) <= 4:
+    if not labels:  # no run had a curve to draw (compare names the files it could not read)
+        pass
+    elif len(comparison.groups) <= 4:
         curves.legend(fontsize="small", loc="best")
     else:
         figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), fontsize="small")
