@@ -222,7 +222,7 @@ def train(
     check_experiment(cfg, runs_dir, allow_mixed=allow_mixed_configs, restart=restart)  # one config per folder
 
     if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
-        from lstmlab.analysis.export.tensorboard import summary_writer
+        from lstmlab.run.tensorboard import summary_writer
 
         summary_writer()
         make_folder(tensorboard, "--tensorboard")
@@ -240,9 +240,10 @@ def train(
     done = [o.path for o in outcomes or () if o.status in ("completed", "skipped") and o.path is not None]
     if done:
         from lstmlab.analysis.compare import compare_runs, render
+        from lstmlab.run.reader import DEFAULT_BY
 
-        swept = sorted((k for k in cfg.sweep if k != "train.seed"), key=lambda k: k != "model.layers")
-        console.print(render(compare_runs(done, by=tuple(swept or ["model.layers"])), "table"))
+        swept = sorted((k for k in cfg.sweep if k != "train.seed"), key=lambda k: k not in DEFAULT_BY)
+        console.print(render(compare_runs(done, by=tuple(swept) or DEFAULT_BY), "table"))
     code = 130 if outcomes is None else exit_code(outcomes)
     if code == 130:
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
@@ -266,8 +267,9 @@ def _train_search(cfg, runs_dir: Path, data_dir: Path, console, **sweep_options)
         raise typer.Exit(130) from None
     if result.paths:
         from lstmlab.analysis.compare import compare_runs, render
+        from lstmlab.run.reader import DEFAULT_BY
 
-        by = tuple(k for k in cfg.sweep if k not in (result.key, "train.seed")) or ("model.layers",)
+        by = tuple(k for k in cfg.sweep if k not in (result.key, "train.seed")) or DEFAULT_BY
         console.print(render(compare_runs(result.paths, by=by, tune_keys=(result.key,)), "table"))
         if cfg.halving.enabled:
             console.print("note: the table reads the runs trained to the full budget only; the search's grid "

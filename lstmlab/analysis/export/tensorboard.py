@@ -31,7 +31,7 @@ from lstmlab.analysis.export import NOT_SCALARS, as_text, folder_started, read_r
 from lstmlab.files import UnwritableFolder, make_folder, os_problem
 from lstmlab.run.folder import RunFolder
 from lstmlab.run.reader import DEFAULT_BY
-from lstmlab.run.tensorboard import TensorBoardLog, summary_writer  # noqa: F401 (export's writer)
+from lstmlab.run.tensorboard import TensorBoardLog
 
 STATISTICS = ("mean", "min", "max")
 
