@@ -330,7 +330,8 @@ def compare(
                                           "means) | means | solve-rate.", rich_help_panel=CONFIG_PANEL)] = "auto",
     at_step: Annotated[int | None, typer.Option("--at-step", help="The verdict at a budget: compare each run's "
                                                 "validation metric at step N (a step every run evaluated at) "
-                                                "instead of its test metric at the end.",
+                                                "instead of its test metric at the end. Runs still training, or "
+                                                "interrupted, count once they have reached step N.",
                                                 rich_help_panel=CONFIG_PANEL)] = None,
     plot_over_training: Annotated[Path | None, typer.Option(
         "--plot-over-training", help="Write each step's difference with its 95% interval against training steps "

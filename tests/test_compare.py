@@ -217,7 +217,7 @@ def test_json_is_one_object_per_the_contract(tmp_path):
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--format", "json"])
     assert result.exit_code == 0, result.output
     obj = json.loads(result.stdout)
-    assert list(obj) == ["by", "metric", "groups", "steps", "skipped"]
+    assert list(obj) == ["by", "metric", "groups", "steps", "skipped", "at_step", "unfinished_runs"]  # added last
     assert obj["by"] == ["model.layers"]
     assert [(g["key"], g["n"]) for g in obj["groups"]] == [({"model.layers": i}, 2) for i in (1, 2, 3)]
     assert {"key", "n", "mean", "std", "ci95", "solved"} <= set(obj["groups"][0])

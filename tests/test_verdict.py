@@ -157,8 +157,59 @@ def test_at_step_skips_runs_without_that_row_naming_it(tmp_path):
                               "100, 200)")
     result = CliRunner().invoke(app, ["compare", str(tmp_path), "--at-step", "250"])  # no run evaluated there
     assert result.exit_code == 2
-    assert ("--at-step 250: no completed run has a validation row at step 250 (the first: evaluated every 100 steps "
+    assert ("--at-step 250: no run has a validation row at step 250 (the first: evaluated every 100 steps "
             "from 100 to 1000)") in result.output
+
+
+def test_at_step_reads_a_study_still_training(tmp_path):
+    """Runs still training (or interrupted) count at a step they reached; at the end, or past it, they do not."""
+    for seed in range(3):
+        wobble = [0.004 * ((seed + i) % 3) for i in range(10)]
+        one = [(100 * (i + 1), min(0.8, 0.35 + 0.1 * i) + wobble[i]) for i in range(10)]
+        make_run(tmp_path, 1, seed, one[-1][1], kind=ORDER, curve=one)
+        two = [(100 * (i + 1), 0.3 + 0.09 * i + wobble[i]) for i in range(8)]  # stopped at step 800 of 1000
+        make_run(tmp_path, 2, seed, None, kind=ORDER, curve=two, status="running" if seed else "interrupted",
+                 summary_extra={"steps": 1000, "step": 800})
+    for config in tmp_path.glob("exp/*/config.yaml"):
+        raw = yaml.safe_load(config.read_text())
+        raw["train"]["steps"] = 1000
+        config.write_text(yaml.safe_dump(raw))
+    assert [g.key for g in compare_runs([tmp_path]).groups] == [{"model.layers": 1}]  # no result at the end
+
+    c = compare_runs([tmp_path], at_step=800)
+    assert [g.n for g in c.groups] == [3, 3] and c.unfinished == 3 and c.skipped == []
+    assert c.groups[1].values == pytest.approx([0.93 + 0.004 * ((s + 7) % 3) for s in range(3)])
+    assert c.steps[0].better is True  # 2 layers ahead at 800: the flip at 700, read while they train
+    assert [p.step for p in c.steps[0].over_training] == list(range(100, 900, 100))
+    assert "3 of 6 runs are still to train on" in c.steps[0].verdict
+    assert "3 of them still training or interrupted" in render(c, "markdown")
+    obj = json_object(c)
+    assert obj["unfinished_runs"] == 3 and obj["at_step"] == 800
+    assert {r["status"] for r in obj["groups"][1]["runs"]} == {"running", "interrupted"}
+
+    past = compare_runs([tmp_path], at_step=900)  # the unfinished runs have not got there: skipped, saying why
+    assert [g.n for g in past.groups] == [3] and len(past.skipped) == 3
+    assert all(s.reason.startswith("--at-step 900: no validation row at step 900") for s in past.skipped)
+    assert any(s.reason.endswith("interrupted at step 800 of 1000; run the same train command again to resume it")
+               for s in past.skipped)
+
+
+def test_at_step_tunes_by_the_value_at_that_step_not_by_the_end(tmp_path):
+    """lr 0.1 leads at step 200 and falls behind later; at step 200 --tune must not know that."""
+    fast = [(100, 0.6), (200, 0.7), (300, 0.72), (400, 0.73)]
+    slow = [(100, 0.4), (200, 0.5), (300, 0.8), (400, 0.9)]
+    for seed in range(3):
+        jitter = 0.002 * seed
+        for lr, curve in ((0.1, fast), (0.01, slow)):
+            points = [(s, v + jitter) for s, v in curve]
+            for layers in (1, 2):
+                make_run(tmp_path, layers, seed, points[-1][1], kind=ORDER, curve=points, lr=lr,
+                         val=max(v for _, v in points))
+    early = compare_runs([tmp_path], tune_keys=("train.lr",), at_step=200)
+    assert [g.tuning.chosen.value["train.lr"] for g in early.groups] == [0.1, 0.1]
+    assert early.groups[0].values == pytest.approx([0.7, 0.702, 0.704])
+    end = compare_runs([tmp_path], tune_keys=("train.lr",))
+    assert [g.tuning.chosen.value["train.lr"] for g in end.groups] == [0.01, 0.01]
 
 
 def test_holm_at_each_evaluation_step_spans_the_comparisons_steps(tmp_path):
@@ -412,7 +463,7 @@ def test_no_iqm_footnote_without_an_iqm_column(tmp_path):
 def test_json_values_are_finite_and_known_fields_stay(tmp_path):
     flip_study(tmp_path, seeds=3)
     obj = json_object(compare_runs([tmp_path]))
-    assert list(obj) == ["by", "metric", "groups", "steps", "skipped"]
+    assert list(obj)[:5] == ["by", "metric", "groups", "steps", "skipped"]  # round 2's, first and in order
     for point in obj["steps"][0]["over_training"]:
         assert all(not isinstance(v, float) or math.isfinite(v) for v in point.values())
     assert ADDING["metric"] == "mse"  # the shared fixtures are the ones test_compare uses

@@ -165,6 +165,7 @@ class Comparison:
     tune: tuple[str, ...] = ()
     evidence: str = "auto"  # --evidence
     at_step: int | None = None  # --at-step: the groups' values are each run's validation metric at this step
+    unfinished: int = 0  # of the runs compared at --at-step, those still training or interrupted
     groups: list[Group] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
@@ -205,10 +206,11 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
     readable = [r for r in records if r.config is not None]
     check_keys(by, [r.config for r in readable], "--by")
     check_keys(tune_keys, [r.config for r in readable], "--tune")
-    skipped = [Skipped(r.path, r.reason) for r in records if r.reason is not None]
-
-    # the runs to compare: completed, with the majority's task and metric
-    complete = [r for r in readable if r.reason is None]
+    # the runs to compare: completed, with the majority's task and metric; at a step, also the runs still
+    # training (or interrupted) that have reached it, so that a study can be read while it runs
+    at_a_step = at_step is not None
+    complete = [r for r in readable if r.reason is None or (at_a_step and r.unfinished)]
+    skipped = [Skipped(r.path, r.reason) for r in records if r.reason is not None and not (at_a_step and r.unfinished)]
     kinds = Counter((r.task, r.metric) for r in complete)
     majority = kinds.most_common(1)[0][0] if kinds else (None, None)
     runs: dict[tuple, list[RunRecord]] = {}
@@ -228,7 +230,7 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
         if at_step is not None:
             run, reason = _at_step(run, at_step)
             if reason:
-                skipped.append(Skipped(run.path, reason))
+                skipped.append(Skipped(run.path, f"{reason}; {run.reason}" if run.unfinished else reason))
                 at_step_misses.append(reason)
                 continue
         if tune_keys and run.val is None:
@@ -238,8 +240,8 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
         runs.setdefault(key[: len(by)], []).append(run)
 
     if at_step_misses and not runs:  # not one run evaluated there: a mistyped step, not a reason to print nothing
-        raise UserError(f"--at-step {at_step}: no completed run has a validation row at step {at_step} "
-                        f"(the first: {at_step_misses[0].split('(', 1)[1].rstrip(')')})")
+        raise UserError(f"--at-step {at_step}: no run has a validation row at step {at_step} "
+                        f"(the first: {at_step_misses[0].split('(', 1)[1].split(')')[0]})")
     comparison = _header(by, tune_keys, majority, [r for group in runs.values() for r in group])
     comparison.evidence, comparison.at_step = evidence, at_step
     failed = _failed_by_key(readable, by, tune_keys, majority) if tune_keys else {}
@@ -254,6 +256,7 @@ def compare_runs(paths: list[str | Path] | tuple[str | Path, ...], by: tuple[str
         group.stats = summarise(group.values, group.n_solved, comparison.higher_is_better)
         comparison.groups.append(group)
     comparison.skipped = sorted(skipped, key=lambda s: str(s.path))
+    comparison.unfinished = sum(r.unfinished for group in comparison.groups for r in group.runs)
     if evidence == "solve-rate" and comparison.groups and all(g.n_solved is None for g in comparison.groups):
         raise UserError("--evidence solve-rate: these runs have no solve threshold (an arrays task has none unless "
                         "task.solve_threshold is set in its config); use --evidence means or auto")
@@ -281,8 +284,9 @@ def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
     if run.solve_threshold is not None and run.higher_is_better is not None:
         solved = value >= run.solve_threshold if run.higher_is_better else value <= run.solve_threshold
     # as if training had stopped at step N: the curve up to N, convergence judged on it (summary.json's flag is
-    # about the end), and the verdict over training up to N
-    return dataclasses.replace(run, test=value, solved=solved, converged=None,
+    # about the end), the verdict over training up to N, and --tune choosing by the value at N (the best
+    # validation value of the whole run would choose with what training found after N)
+    return dataclasses.replace(run, test=value, val=value, solved=solved, converged=None,
                                _curve=[(s, v) for s, v in run.curve if s <= step]), None
 
 
@@ -518,8 +522,10 @@ def _budget_notes(comparison: Comparison, step: Step) -> list[str]:
     at = comparison.at_step
     if at is not None and steps and steps[-1] > at:
         of = f"{steps[0]:,}" if len(steps) == 1 else "more"
+        unfinished = sum(r.unfinished for r in runs)
+        on = f"{unfinished} of {len(runs)} runs are still to train on" if unfinished else "the runs trained on"
         by = f"; {still} of {len(runs)} runs still improving by then" if still else ""
-        notes.append(f"read at step {at:,} of {of}: the runs trained on{by}, so this compares learning speed at "
+        notes.append(f"read at step {at:,} of {of}: {on}{by}, so this compares learning speed at "
                      "this budget, not what each can reach")
     elif still:
         budget = f"{steps[0]:,} steps" if len(steps) == 1 else "this budget"

@@ -4,7 +4,8 @@
 
 A record carries what compare uses (config leaves by dotted key, status, test metric, best validation
 metric, solved, params, the validation curve) and `reason`: why the run cannot be compared, naming the
-file at fault, or None for a completed run with a finite test metric. Nothing here raises on a bad file:
+file at fault, or None for a completed run with a finite test metric. A run still training, or interrupted,
+has a reason (no result at the end) and is `unfinished`: compare --at-step reads it at a step it reached. Nothing here raises on a bad file:
 the view's UnreadableFile becomes the reason.
 
 Speed over thousands of folders: the view parses config.yaml with libyaml and summary.json with json, and
@@ -23,6 +24,8 @@ from typing import Any
 from lstmlab.files import UnreadableFile
 from lstmlab.run.folder import CONFIG, METRICS, SUMMARY, find_runs
 from lstmlab.run.reader import DEFAULT_BY, RunView, dotted, flat_config, hashable, is_number, task_attribute
+
+UNFINISHED = ("running", "interrupted")  # statuses with rows to read at a step, and no result at the end yet
 
 __all__ = ["DEFAULT_BY", "RunRecord", "dotted", "flat_config", "hashable", "is_number", "order", "read_run",
            "read_runs", "task_attribute"]
@@ -50,6 +53,7 @@ class RunRecord:
     solve_threshold: float | None = None
     wall_s: float | None = None
     converged: bool | None = None  # summary.json's converged (lstmlab.run.convergence); None: not recorded
+    unfinished: bool = False  # running or interrupted: no result at the end yet, but readable at a step it reached
     _curve: list[tuple[int, float]] | None = field(default=None, repr=False)  # set: the curve cut at --at-step
 
     @property
@@ -121,6 +125,9 @@ def read_run(path: Path) -> RunRecord:
                           "the same train command resumes it")
     if record.reason is None:
         _fill_completed(record, summary)
+    elif record.status in UNFINISHED:
+        record.unfinished = True  # compare --at-step reads it at an evaluation it has reached
+        _fill_sizes(record, summary)
     return record
 
 
@@ -149,15 +156,20 @@ def _fill_completed(record: RunRecord, summary: dict) -> None:
     record.test = float(value)
     val = _safely(view.best_val)
     record.val = val if val is not None and math.isfinite(val) else None
+    _fill_sizes(record, summary)
+    record.wall_s = summary.get("wall_s")
+    record.converged = summary.get("converged")
+    record.solved = _safely(view.solved)
+
+
+def _fill_sizes(record: RunRecord, summary: dict) -> None:
+    """What a run's summary says from its start: its size, baselines and solve threshold."""
     record.params = summary.get("params")
     hidden = summary.get("hidden_size", record.flat.get("model.hidden_size"))
     record.hidden_size = hidden if isinstance(hidden, int) and not isinstance(hidden, bool) else None
     record.baseline = summary.get("baseline")
     record.baselines = summary.get("baselines") or {}
     record.solve_threshold = summary.get("solve_threshold")
-    record.wall_s = summary.get("wall_s")
-    record.converged = summary.get("converged")
-    record.solved = _safely(view.solved)
 
 
 def _safely(read):

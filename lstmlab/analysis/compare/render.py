@@ -53,7 +53,8 @@ def json_object(c: Comparison) -> dict[str, Any]:
             "mean_ci95": s.mean_ci95, "median_ci95": s.median_ci95, "iqm": s.iqm, "iqm_ci95": s.iqm_ci95,
             "solved_ci95": s.solved_ci95, "converged": g.n_converged, "not_converged": g.n_not_converged,
             "runs": [{"run": r.name, "path": str(r.path), "seed": r.seed, "value": r.test, "solved": r.solved,
-                      "params": r.params, "wall_s": r.wall_s, "val": r.val, "converged": run_converged(r)}
+                      "params": r.params, "wall_s": r.wall_s, "val": r.val, "converged": run_converged(r),
+                      "status": r.status}
                      for r in g.runs],
         })
     steps = [{
@@ -76,6 +77,8 @@ def json_object(c: Comparison) -> dict[str, Any]:
         "groups": groups,
         "steps": steps,
         "skipped": [{"path": str(s.path), "reason": s.reason} for s in c.skipped],
+        "at_step": c.at_step,  # --at-step N, or null: the verdict at the end
+        "unfinished_runs": c.unfinished,  # runs compared at --at-step that are still training or interrupted
     })
 
 
@@ -114,6 +117,8 @@ def header_line(c: Comparison) -> str:
         parts.append(f"solved: {c.metric} {'≥' if c.higher_is_better else '≤'} {fmt(c.solve_threshold)}")
     n_runs = sum(g.n for g in c.groups)
     parts.append(f"{n_runs} run(s) in {len(c.groups)} group(s) by {', '.join(c.by)}")
+    if c.unfinished:
+        parts.append(f"{c.unfinished} of them still training or interrupted (read where they stood at that step)")
     if c.tune:
         parts.append(f"{', '.join(c.tune)} tuned per group on validation {c.metric}")
     if c.evidence != "auto":
