@@ -16,7 +16,7 @@ from conftest import TINY, write_config
 from test_compare import ADDING, ORDER, make_run
 from typer.testing import CliRunner
 
-from lstmlab.analysis.compare import compare_runs, json_object, render
+from lstmlab.analysis.compare import compare_runs, json_object, render, training
 from lstmlab.cli import app
 from lstmlab.run import convergence
 from lstmlab.run.convergence import converged
@@ -192,6 +192,27 @@ def test_at_step_reads_a_study_still_training(tmp_path):
     assert all(s.reason.startswith("--at-step 900: no validation row at step 900") for s in past.skipped)
     assert any(s.reason.endswith("interrupted at step 800 of 1000; run the same train command again to resume it")
                for s in past.skipped)
+
+
+def test_a_run_is_read_at_a_step_by_the_best_value_it_would_have_kept():
+    """Train keeps the best evaluation's weights: a run that starts to overfit keeps its best value."""
+    loss = [(100, 2.0), (200, 1.5), (300, 1.7), (400, 1.4)]
+    assert training.kept(loss, higher_is_better=False) == [(100, 2.0), (200, 1.5), (300, 1.5), (400, 1.4)]
+    accuracy = [(100, 0.5), (200, 0.9), (300, 0.8)]
+    assert training.kept(accuracy, higher_is_better=True) == [(100, 0.5), (200, 0.9), (300, 0.9)]
+
+
+def test_at_step_and_the_trace_use_the_kept_value_of_an_overfitting_run(tmp_path):
+    for seed in range(3):
+        jitter = 0.001 * seed
+        peak = [(100, 0.6 + jitter), (200, 0.9 + jitter), (300, 0.7 + jitter)]  # overfits after step 200
+        flat = [(100, 0.5 + jitter), (200, 0.8 + jitter), (300, 0.8 + jitter)]
+        make_run(tmp_path, 1, seed, 0.7, kind=ORDER, curve=flat)
+        make_run(tmp_path, 2, seed, 0.9, kind=ORDER, curve=peak)
+    c = compare_runs([tmp_path], at_step=300)
+    assert c.groups[1].values == pytest.approx([0.9, 0.901, 0.902])  # not 0.7: its best weights are kept
+    assert c.steps[0].better is True
+    assert c.steps[0].over_training[-1].difference == pytest.approx(0.1)
 
 
 def test_at_step_tunes_by_the_value_at_that_step_not_by_the_end(tmp_path):

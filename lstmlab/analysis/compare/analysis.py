@@ -274,12 +274,13 @@ def run_converged(run: RunRecord) -> bool | None:
 
 
 def _at_step(run: RunRecord, step: int) -> tuple[RunRecord, str | None]:
-    """The run as it stood at `step`: its validation metric there in place of its test metric (and `solved`
-    judged on it), its curve cut at `step`."""
+    """The run as it stood at `step`: its best validation metric up to there in place of its test metric (and
+    `solved` judged on it), its curve cut at `step`."""
     curve = dict(run.curve)
     if step not in curve:
         return run, f"--at-step {step}: no validation row at step {step} in metrics.csv ({evaluations(sorted(curve))})"
-    value = curve[step]
+    # the best validation value up to step N: the weights a run stopped at N would have kept
+    value = dict(training.kept(run.curve, bool(run.higher_is_better)))[step]
     solved = None
     if run.solve_threshold is not None and run.higher_is_better is not None:
         solved = value >= run.solve_threshold if run.higher_is_better else value <= run.solve_threshold

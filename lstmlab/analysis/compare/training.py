@@ -8,7 +8,9 @@ A depth study stops at one budget, so "2 layers are worse" may mean "2 layers le
 same comparison at every evaluation shows whether the ordering was still moving when training stopped.
 
 What is compared: the **validation** split's metric (metrics.csv's `val` rows; the test split is measured only
-once, at the end), the mean over each group's seeds at one evaluation step, by Welch's test, as at the end.
+once, at the end), each run's best value up to that evaluation step (`kept`: train keeps the weights of the best
+evaluation, so a run stopped there would have reported that value, as it reports its best at the end), the mean
+over each group's seeds, by Welch's test, as at the end.
 Holm's family at an evaluation step is the comparison's steps there (2 vs 1 and 3 vs 2 read at step 400 are
 one family, as at the end); the evaluation steps are *not* one family: they are repeated looks at the same
 runs, and `distinguishable_from` asks for the call to hold at every later evaluation, not at one (docs/statistics.md).
@@ -58,9 +60,23 @@ def shared_steps(runs: Sequence[RunRecord]) -> list[int]:
     return sorted(common)
 
 
+def kept(curve: Sequence[tuple[int, float]], higher_is_better: bool) -> list[tuple[int, float]]:
+    """(step, the best validation value up to that step): what a run stopped at that step would report.
+
+    Train keeps the weights of the best evaluation, so a run that starts to overfit keeps its best value; the
+    value at the step itself would count the overfitting against it."""
+    best, kept_values = None, []
+    for step, value in curve:
+        if best is None or (value > best if higher_is_better else value < best):
+            best = value
+        kept_values.append((step, best))
+    return kept_values
+
+
 def trace(lower: Sequence[RunRecord], upper: Sequence[RunRecord], higher_is_better: bool) -> list[Point]:
-    """The step's difference of validation means at each evaluation both groups' runs share."""
-    curves = {id(run): dict(run.curve) for run in (*lower, *upper)}  # each run's metrics.csv, read once
+    """The step's difference of validation means (each run's best so far) at each evaluation both groups'
+    runs share."""
+    curves = {id(run): dict(kept(run.curve, higher_is_better)) for run in (*lower, *upper)}  # metrics.csv, read once
     sequences_per_step, characters_per_step = _seen_per_step([*lower, *upper])
     points = []
     for step in shared_steps([*lower, *upper]):
