@@ -413,7 +413,9 @@ def inspect(
     plot: Annotated[Path | None, typer.Option("--plot", help="Write gradient norm against time step and gate "
                                                  "saturation to FILE (needs the \\[plot] extra).",
                                                  rich_help_panel=OUTPUT_PANEL)] = None,
-    data_dir: DataDir = Path("data"),
+    data_dir: Annotated[Path | None, typer.Option(help="Where the runs' datasets are. Default: the data dir each "
+                                                  "run was trained from (its env.json), else data.",
+                                                  show_default=False, rich_help_panel=OUTPUT_PANEL)] = None,
 ) -> None:
     """Look inside trained runs: the gradient reaching each time step and layer, and gate saturation.
 

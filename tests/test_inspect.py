@@ -238,3 +238,14 @@ def test_task_loss_keeps_float64(name, output, targets):
 
     expected = F.mse_loss(output, targets) if name == "adding" else F.cross_entropy(output, targets)
     assert loss.item() == expected.item()  # the float64 value itself, not a float32 rounding of it
+
+
+def test_inspect_finds_the_dataset_its_run_was_trained_from(trained, tmp_path, monkeypatch):
+    """No --data-dir: the data dir in the run's env.json, not ./data (where nothing is generated)."""
+    run = trained / "runs" / "tiny" / "L2-lstm-s0"
+    expected = invoke(trained, str(run), "--format", "json", "--batch", "8")
+    monkeypatch.chdir(tmp_path)  # no ./data here
+    found = runner.invoke(app, ["inspect", str(run), "--format", "json", "--batch", "8"])
+    assert found.exit_code == 0, found.output
+    assert json.loads(found.stdout)["grad_x"] == json.loads(expected.stdout)["grad_x"]
+    assert not (tmp_path / "data").exists()  # read where it was, not made again in ./data

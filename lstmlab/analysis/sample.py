@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstmlab.errors import UserError
-from lstmlab.run.reader import RunView, WeightsDoNotFit, open_run
+from lstmlab.run.reader import WeightsDoNotFit, find_data_dir, open_run
 from lstmlab.schema import SEED_MAX
 
 
@@ -34,31 +34,6 @@ class Sample:
     prime: str
     step: int | None  # the training step of the weights used
     unknown: str  # characters of the prime outside the run's alphabet (read as <unk>)
-
-
-DEFAULT_DATA_DIR = Path("data")
-
-
-def find_data_dir(run: RunView, task_cfg, data_dir: str | Path | None) -> Path:
-    """The data dir to read a run's dataset from: `data_dir` when given; else the one its env.json records
-    (`data.dir`) if the dataset is still there; else ./data. UserError naming the places looked in when the
-    dataset is in none of them."""
-    from lstmlab.tasks.datasets import dataset_dir
-
-    if data_dir is not None:
-        return Path(data_dir)
-    try:
-        recorded = (run.env.get("data") or {}).get("dir")
-    except (UserError, AttributeError):  # an unreadable or hand-edited env.json: look in the default place
-        recorded = None
-    places = [Path(recorded)] if isinstance(recorded, str) and recorded else []
-    places.append(DEFAULT_DATA_DIR)
-    for place in places:
-        if dataset_dir(task_cfg, place).exists():
-            return place
-    name = dataset_dir(task_cfg, DEFAULT_DATA_DIR).name
-    raise UserError(f"the dataset of {run.path} ({name}) is in none of {', '.join(map(str, places))}; pass "
-                    f"--data-dir DIR, or make it again with `lstmlab generate-data {run.path / 'config.yaml'}`")
 
 
 def load_run(path: str | Path, data_dir: str | Path | None = None):

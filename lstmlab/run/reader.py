@@ -13,6 +13,7 @@ compare, inspect, sample, and the MLflow and TensorBoard exporters. Writing is l
                                      the results, read by the folder's format (below)
     view.weights(choice)             a checkpoint's weights and which they are
     view.load_model(choice, spec=)   the run's model (build_model of its config) holding those weights
+    find_data_dir(view, task_cfg, given)   where the run's dataset is: given, else env.json's data.dir, else ./data
 
 A file that cannot be read as what it should be raises files.UnreadableFile, a UserError naming the file:
 the command line says so in one line and exits 2; compare, which must not stop at one bad folder among
@@ -370,3 +371,28 @@ def task_attribute(task: str | None, name: str) -> Any:
 
     cls = TASKS.get(task)
     return getattr(cls, name, None) if cls else None
+
+
+DEFAULT_DATA_DIR = Path("data")  # where train makes datasets unless told --data-dir
+
+
+def find_data_dir(run: RunView, task_cfg, data_dir: str | Path | None) -> Path:
+    """The data dir to read a run's dataset from: `data_dir` when given; else the one its env.json records
+    (`data.dir`) if the dataset is still there; else ./data. UserError naming the places looked in when the
+    dataset is in none of them."""
+    from lstmlab.tasks.datasets import dataset_dir
+
+    if data_dir is not None:
+        return Path(data_dir)
+    try:
+        recorded = (run.env.get("data") or {}).get("dir")
+    except (UserError, AttributeError):  # an unreadable or hand-edited env.json: look in the default place
+        recorded = None
+    places = [Path(recorded)] if isinstance(recorded, str) and recorded else []
+    places.append(DEFAULT_DATA_DIR)
+    for place in places:
+        if dataset_dir(task_cfg, place).exists():
+            return place
+    name = dataset_dir(task_cfg, DEFAULT_DATA_DIR).name
+    raise UserError(f"the dataset of {run.path} ({name}) is in none of {', '.join(map(str, places))}; pass "
+                    f"--data-dir DIR, or make it again with `lstmlab generate-data {run.path / 'config.yaml'}`")

@@ -32,7 +32,8 @@ from typing import Any
 from lstmlab.errors import UserError
 from lstmlab.models.gradflow import first_to_last, summarize
 from lstmlab.run.folder import find_runs
-from lstmlab.run.reader import DEFAULT_BY, RunView, dotted, flat_config, hashable, open_run
+from lstmlab.run.reader import (DEFAULT_BY, DEFAULT_DATA_DIR, RunView, dotted, find_data_dir, flat_config,
+                                 hashable, open_run)
 
 SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
 WEIGHTS = ("auto", "best", "latest")  # of lstmlab.run.reader's: auto is best for a completed run, else latest
@@ -42,13 +43,13 @@ WEIGHTS = ("auto", "best", "latest")  # of lstmlab.run.reader's: auto is best fo
 
 
 def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, weights: str = "auto",
-                data_dir: str | Path = "data", log: Callable[[str], None] = print) -> dict[str, Any]:
+                data_dir: str | Path | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
     """The gradient flow and gates of a run folder on the first `batch` sequences of `split`.
 
     weights="auto" uses the run's best-by-validation weights when it completed, else its latest checkpoint
     (a run still training, interrupted or failed); "best" and "latest" ask for one of them (the best so
     far, or the last weights a completed run trained to). `weights` in the result says which, and from
-    which step.
+    which step. `data_dir` None: the data dir the run was trained from (its env.json), else ./data.
     """
     import torch
 
@@ -61,6 +62,11 @@ def inspect_run(path: str | Path, *, split: str = SPLIT, batch: int = BATCH, wei
     run = open_run(path)
     cfg = run.resolved()
     run.weights(weights)  # a missing or unreadable checkpoint.pt or summary.json: refused before the data loads
+    if data_dir is None:
+        try:
+            data_dir = find_data_dir(run, cfg.task, None)
+        except UserError:  # in none of the places looked in: made in ./data, from its config (deterministic)
+            data_dir = DEFAULT_DATA_DIR
     dataset = load_dataset(cfg.task, data_dir, log=log)
     model_cfg = cfg.model
     if model_cfg.type in LSTM_TYPES:  # torch.nn.LSTM's state_dict loads into the scratch LSTM: same keys
@@ -102,7 +108,7 @@ def check_options(split: str, batch: int, weights: str = "auto") -> None:
 
 
 def inspect_runs(paths: list[str | Path], *, by: tuple[str, ...] = DEFAULT_BY, split: str = SPLIT,
-                 batch: int = BATCH, weights: str = "auto", data_dir: str | Path = "data",
+                 batch: int = BATCH, weights: str = "auto", data_dir: str | Path | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Every run folder at or below `paths`, grouped by the dotted config keys `by`.
 
