@@ -10,6 +10,7 @@ import copy
 import functools
 import itertools
 import math
+import platform
 import re
 import reprlib
 from collections.abc import Iterator
@@ -107,6 +108,9 @@ class ModelConfig(Section):
         return value
 
 
+MAX_THREADS = 4096  # train.threads above this is refused when the config is read; the CPUs are checked where it runs
+
+
 class TrainConfig(Section):
     """The training recipe."""
 
@@ -116,8 +120,8 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="bf16: autocast matmuls to bfloat16 (CUDA only; parameters stay float32)."
     )
-    threads: int | None = Field(None, ge=1, description="CPU threads for torch, at most the CPUs this process may "
-                                "run on. null: torch's default.")
+    threads: int | None = Field(None, ge=1, le=MAX_THREADS, description="CPU threads for torch, at most the CPUs "
+                                "the training process may run on (checked where it runs). null: torch's default.")
     steps: int = Field(2000, ge=1, description="Optimizer steps: the training budget.")
     batch_size: int = Field(64, ge=1, description="Sequences per optimizer step.")
     eval_every: int = Field(200, ge=1, description="Evaluate on the validation split every N steps.")
@@ -148,14 +152,16 @@ class TrainConfig(Section):
     )
 
 
-    @field_validator("threads")
-    @classmethod
-    def _threads_fit(cls, value: int | None) -> int | None:
-        cpus = available_cpus()
-        if value is not None and value > cpus:  # 100000 threads ended in a segfault, the run left `running`
-            raise ValueError(f"at most the {cpus} CPU(s) this process may run on; "
-                             "null lets torch choose")
-        return value
+
+
+def check_threads(threads: int | None) -> None:
+    """train.threads against the CPUs of the process about to train (a Slurm or Ray job may run on a bigger
+    machine than the one that read the config, so the check is made where the run starts, not when the config
+    is read). 100000 threads ended in a segfault, the run left `running`."""
+    cpus = available_cpus()
+    if threads is not None and threads > cpus:
+        raise ConfigError(f"train.threads: {threads} is more than the {cpus} CPU(s) this process may run on "
+                          f"(on {platform.node() or 'this machine'}); at most {cpus}, or null to let torch choose")
 
 
 def available_cpus() -> int:

@@ -215,13 +215,14 @@ CASES = {
     "sweep of an unknown key": config(with_keys(sweep={"model.nope": [1]}), "sweep key 'model.nope'"),
     "unknown model type": config(with_keys(model={"type": "lstmx"}), "model.type"),
     "task key of another task": config(with_keys(task={"vocab": 3}), "task.vocab: unknown key"),
-    "threads beyond the CPUs": config(with_keys(train={"threads": 100000}), "train.threads: at most the"),
+    "threads beyond any machine": config(with_keys(train={"threads": 100000}),
+                                         "train.threads: Input should be less than or equal to 4096"),
     "an alias bomb as a sweep value": config_text(
         "experiment: x\ntask: {name: adding}\nsweep:\n  model.layers:\n    - - "
         + ALIAS_BOMB.replace(", &", "\n      - &")),
     # flags
-    "--set threads beyond the CPUs": flags("--set", "train.threads=100000",
-                                           named=("--set train.threads=100000: train.threads: at most the",)),
+    "--set threads beyond any machine": flags("--set", "train.threads=100000",
+                                              named=("--set train.threads=100000: train.threads: Input should be",)),
     "--set a sweep axis that is no list": flags("--set", "sweep.model.layers=3",
                                                 named=("--set sweep.model.layers=3: sweep.model.layers",)),
     "--set a sweep axis of an unknown key": flags("--set", "sweep.model.nope=[1,2]",
@@ -417,3 +418,21 @@ def test_export_tensorboard_into_a_file_names_it(tiny_study, tmp_path):
     assert result.exit_code == 2, result.output
     assert f"cannot write {tmp_path / 'logs' / 'tiny'}" in " ".join(result.output.split())
     assert file.read_text() == "mine" and (tmp_path / "logs" / "tiny").read_text() == "mine"
+
+
+def test_threads_beyond_this_machines_cpus_are_refused_where_the_run_starts(tmp_path):
+    """A config may ask for more threads than the machine that reads it has (a cluster's login node): it is
+    read, and refused where it would train, naming the key and the CPUs there; no run folder is left behind."""
+    from lstmlab.config import available_cpus, validate
+
+    too_many = available_cpus() + 1
+    raw = {**TINY, "train": {**TINY["train"], "threads": too_many}}
+    assert validate(raw).train.threads == too_many  # reading the config does not judge this machine
+    path = write_config(tmp_path / "threads.yaml", raw)
+    result = CliRunner().invoke(app, ["train", str(path), "--runs-dir", str(tmp_path / "runs"),
+                                      "--data-dir", str(tmp_path / "data"), "-q"])
+    assert result.exit_code == 2, result.output
+    assert f"train.threads: {too_many} is more than the {available_cpus()} CPU(s) this process may run on" in (
+        " ".join(result.output.split()))
+    assert "Traceback" not in result.output
+    assert not list((tmp_path / "runs").rglob("summary.json"))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lstmlab.config import ExperimentConfig
+from lstmlab.config import ExperimentConfig, check_threads
 from lstmlab.models.sequence import build_model, count_parameters
 from lstmlab.run.convergence import run_converged
 from lstmlab.run.env import data_source, environment, pick_device
@@ -62,6 +62,7 @@ def train_single(cfg: ExperimentConfig, runs_dir: str | Path = "runs", data_dir:
     n_train = len(data["train"]["inputs"])
     # -- model and optimizer: initial weights, then dropout masks, from the run's seed --
     if cfg.train.threads:
+        check_threads(cfg.train.threads)
         torch.set_num_threads(cfg.train.threads)
     torch.manual_seed(cfg.train.seed)
     model = build_model(cfg.model, dataset.spec).to(device=device, dtype=dtype)

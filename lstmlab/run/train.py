@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from lstmlab import files, kernels, memory, plugins
-from lstmlab.config import ExperimentConfig
+from lstmlab.config import ExperimentConfig, check_threads
 from lstmlab.errors import UserError
 from lstmlab.models.packed import MemberRNG, PackedModel
 from lstmlab.models.sequence import CORES, build_model, count_parameters, resolve_hidden_size
@@ -256,6 +256,7 @@ def _train_pack(cfgs: Sequence[ExperimentConfig], options: UnitOptions, observer
     backend = pick_backend(cfgs[0], device)
     if cfgs[0].train.precision == "bf16" and device.type != "cuda":
         raise UserError("train.precision: bf16 autocast needs a CUDA device; use fp32 on CPU")
+    check_threads(cfgs[0].train.threads)  # this machine's CPUs: a job may run where the config was not read
     results: dict[int, RunResult] = {}
 
     with contextlib.ExitStack() as locks, StopAtStepBoundary() as stop:
