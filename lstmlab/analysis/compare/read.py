@@ -5,8 +5,8 @@
 A record carries what compare uses (config leaves by dotted key, status, test metric, best validation
 metric, solved, params, the validation curve) and `reason`: why the run cannot be compared, naming the
 file at fault, or None for a completed run with a finite test metric. A run still training, or interrupted,
-has a reason (no result at the end) and is `unfinished`: compare --at-step reads it at a step it reached. Nothing here raises on a bad file:
-the view's UnreadableFile becomes the reason.
+has a reason (no result at the end) and is `unfinished`: compare --at-step reads it at a step it reached.
+Nothing here raises on a bad file: the view's UnreadableFile becomes the reason.
 
 Speed over thousands of folders: the view parses config.yaml with libyaml and summary.json with json, and
 metrics.csv only for runs whose curve or last step is needed (plots, unfinished runs, format-1 folders

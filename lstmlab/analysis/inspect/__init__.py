@@ -32,8 +32,16 @@ from typing import Any
 from lstmlab.errors import UserError
 from lstmlab.models.gradflow import first_to_last, summarize
 from lstmlab.run.folder import find_runs
-from lstmlab.run.reader import (DEFAULT_BY, DEFAULT_DATA_DIR, RunView, dotted, find_data_dir, flat_config,
-                                 hashable, open_run)
+from lstmlab.run.reader import (
+    DEFAULT_BY,
+    DEFAULT_DATA_DIR,
+    RunView,
+    dotted,
+    find_data_dir,
+    flat_config,
+    hashable,
+    open_run,
+)
 
 SPLIT, BATCH = "val", 256  # defaults: the first 256 sequences of the validation split
 WEIGHTS = ("auto", "best", "latest")  # of lstmlab.run.reader's: auto is best for a completed run, else latest
