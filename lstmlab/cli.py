@@ -329,7 +329,7 @@ def compare(
                                           "when at least 2 runs lie on each side of the solve threshold, else the "
                                           "means) | means | solve-rate.", rich_help_panel=CONFIG_PANEL)] = "auto",
     at_step: Annotated[int | None, typer.Option("--at-step", help="The verdict at a budget: compare each run's "
-                                                "validation metric at step N (a step every run evaluated at) "
+                                                "best validation metric up to step N (a step every run evaluated at) "
                                                 "instead of its test metric at the end. Runs still training, or "
                                                 "interrupted, count once they have reached step N.",
                                                 rich_help_panel=CONFIG_PANEL)] = None,

@@ -164,7 +164,7 @@ class Comparison:
     solve_threshold: float | None
     tune: tuple[str, ...] = ()
     evidence: str = "auto"  # --evidence
-    at_step: int | None = None  # --at-step: the groups' values are each run's validation metric at this step
+    at_step: int | None = None  # --at-step: the groups' values are each run's best validation metric up to this step
     unfinished: int = 0  # of the runs compared at --at-step, those still training or interrupted
     groups: list[Group] = field(default_factory=list)
     steps: list[Step] = field(default_factory=list)
