@@ -182,3 +182,33 @@ def test_an_interrupt_between_two_outcomes_still_stops_the_workers(tmp_path):
     assert multiprocessing.active_children() == []  # every worker was joined
     last = RunFolder(tmp_path / "runs" / "tiny" / "L2-lstm-s1")  # the last unit: queued, never started
     assert not last.exists() or (last.summary() or {}).get("status") != "completed"
+
+
+def test_a_worker_a_signal_stopped_takes_no_other_unit_before_the_parent_says_stop(tmp_path, monkeypatch):
+    """Ctrl-C reaches the parent and its workers at once. A worker can checkpoint its interrupted unit and take
+    the next one from the queue before the parent has set "start no more units" (seen under load: the 2-layer
+    runs of the test above started after the signal). The worker says it itself: here the parent never does."""
+    import multiprocessing
+
+    from lstmlab.config import validate
+    from lstmlab.run import sweep
+    from lstmlab.run.executors import local
+    from lstmlab.run.folder import TEST_SIGNAL, RunInterrupted
+
+    context = multiprocessing.get_context("spawn")
+    monkeypatch.setattr(local, "_STOP", context.Event())  # what _init_worker gives a worker process
+    monkeypatch.setattr(local, "_STEPS", context.Value("q", 0))
+    cfg = validate({**TINY, "train": {**TINY["train"], "steps": 100, "eval_every": 5},
+                    "sweep": {"model.layers": [1, 2]}})
+    options = sweep.UnitOptions(tmp_path / "runs", tmp_path / "data", tuple(cfg.sweep), quiet=True)
+    points = sweep.distinct_points(cfg, print)
+    sweep.generate_datasets(points, options.data_dir, print)  # as run_sweep does before any worker starts
+    first, second = sweep.plan_sweep(points, options, pack=1).units
+    monkeypatch.setenv(TEST_SIGNAL, f"INT@step=5@{first.names[0]}")  # Ctrl-C reaches this worker at step 5
+    with pytest.raises(RunInterrupted):
+        sweep.run_unit(first, options)
+    assert RunFolder(tmp_path / "runs" / "tiny" / first.names[0]).summary()["status"] == "interrupted"
+    outcomes = sweep.run_unit(second, options)  # the next unit in this worker's queue
+    assert [(o.status, o.path) for o in outcomes] == [("interrupted", None)]
+    assert "not started" in outcomes[0].detail
+    assert not (tmp_path / "runs" / "tiny" / second.names[0]).exists()

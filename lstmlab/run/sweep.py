@@ -390,6 +390,7 @@ def run_unit(unit: Unit, options: UnitOptions, *, log: Callable[[str], None] | N
     except UserError as e:  # what all the runs share (data, device, backend) is not right; the sweep goes on
         return [Outcome(p.name, None, "refused", str(e)) for p in unit.points]
     except RunInterrupted as e:
+        local.stop_sweep()  # in a worker: before it can take another unit (a no-op elsewhere)
         if local.in_worker() and e.signal == "SIGTERM":  # a worker told to end (its parent died, the job ends)
             signal.raise_signal(signal.SIGTERM)  # its runs are saved; the parent, if alive, reads the folders
         raise

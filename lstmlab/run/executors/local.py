@@ -14,8 +14,10 @@ at its next step boundary with a checkpoint, an idle one exits).
 
 Ctrl-C or SIGTERM (the sweep turns SIGTERM into a KeyboardInterrupt: lstmlab.run.sweep.sigterm_like_ctrl_c):
 no unit starts any more, the running ones finish their optimizer step, checkpoint and mark themselves
-interrupted, and KeyboardInterrupt is raised again. A unit whose worker alone was interrupted, or whose worker
-died, comes back without a result (interrupted, or with an error): its run folders say what became of it.
+interrupted, and KeyboardInterrupt is raised again. A signal that reaches a worker stops the sweep from that
+worker too (stop_sweep): with Ctrl-C at a terminal the workers hear it with the parent and may act first. A
+unit whose worker alone was interrupted, or whose worker died, comes back without a result (interrupted, or
+with an error): its run folders say what became of it, and after a signal no other unit starts.
 """
 
 from __future__ import annotations
@@ -71,6 +73,15 @@ def in_worker() -> bool:
 def stopping() -> bool:
     """In a worker: the sweep was interrupted, start no more units."""
     return _STOP is not None and _STOP.is_set()
+
+
+def stop_sweep(*_signal_args) -> None:
+    """In a worker: a signal reached this worker, so the sweep starts no more units. Ctrl-C or a scheduler's
+    SIGTERM reaches every process of the group at once, and a worker can end its interrupted unit and take
+    the next one before the parent has set the event; the worker sets it itself, before it takes another.
+    Also the worker's SIGINT handler between units (_init_worker), where it waits on the parent's queue."""
+    if _STOP is not None:
+        _STOP.set()
 
 
 def step_counter() -> Callable[[int], None] | None:
@@ -165,9 +176,10 @@ def _stop(pool: ProcessPoolExecutor, futures: dict[Future, int], signal_name: st
 def _init_worker(parent_pid: int, counter, stop, steps, threads: int, gpus: int) -> None:
     global _STOP, _STEPS
     _STOP, _STEPS = stop, steps
-    # Between units a worker ignores Ctrl-C (the parent decides what happens next) and ends on SIGTERM; during
-    # a unit, train_pack() handles both: it stops at the next step boundary with a checkpoint.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Between units Ctrl-C only says "start no more units" (the parent decides what happens next) and SIGTERM
+    # ends the worker; during a unit, train_pack() handles both: it stops at the next step boundary with a
+    # checkpoint, and run_unit() then says "start no more units" too.
+    signal.signal(signal.SIGINT, stop_sweep)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent_pid)
     with counter.get_lock():
