@@ -198,6 +198,7 @@ def test_a_worker_a_signal_stopped_takes_no_other_unit_before_the_parent_says_st
     context = multiprocessing.get_context("spawn")
     monkeypatch.setattr(local, "_STOP", context.Event())  # what _init_worker gives a worker process
     monkeypatch.setattr(local, "_STEPS", context.Value("q", 0))
+    monkeypatch.setattr(local, "_WORKER_SIGNALLED", False)
     cfg = validate({**TINY, "train": {**TINY["train"], "steps": 100, "eval_every": 5},
                     "sweep": {"model.layers": [1, 2]}})
     options = sweep.UnitOptions(tmp_path / "runs", tmp_path / "data", tuple(cfg.sweep), quiet=True)

@@ -15,9 +15,10 @@ at its next step boundary with a checkpoint, an idle one exits).
 Ctrl-C or SIGTERM (the sweep turns SIGTERM into a KeyboardInterrupt: lstmlab.run.sweep.sigterm_like_ctrl_c):
 no unit starts any more, the running ones finish their optimizer step, checkpoint and mark themselves
 interrupted, and KeyboardInterrupt is raised again. A signal that reaches a worker stops the sweep from that
-worker too (stop_sweep): with Ctrl-C at a terminal the workers hear it with the parent and may act first. A
-unit whose worker alone was interrupted, or whose worker died, comes back without a result (interrupted, or
-with an error): its run folders say what became of it, and after a signal no other unit starts.
+worker too (stop_sweep, _start_no_more_units): Ctrl-C at a terminal reaches the workers with the parent, and
+they may act first. A unit whose worker alone was interrupted, or whose worker died, comes back without a
+result (interrupted, or with an error): its run folders say what became of it, and after a signal no other
+unit starts.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ WORKER_DIED = "its worker process died (killed, or out of memory?)"
 
 SIGNALLED: list[str] = []  # in the parent: SIGINT/SIGTERM received during the sweep (sigterm_like_ctrl_c)
 _STOP = None  # in a worker: the parent's event that says "start no more units"
+_WORKER_SIGNALLED = False  # in a worker: a signal reached this worker (it starts no more units)
 _STEPS = None  # in a worker: the parent's count of member steps trained (the study's progress)
 
 
@@ -71,17 +73,26 @@ def in_worker() -> bool:
 
 
 def stopping() -> bool:
-    """In a worker: the sweep was interrupted, start no more units."""
-    return _STOP is not None and _STOP.is_set()
+    """In a worker: the sweep was interrupted, or a signal reached this worker: start no more units."""
+    return _STOP is not None and (_WORKER_SIGNALLED or _STOP.is_set())
 
 
-def stop_sweep(*_signal_args) -> None:
-    """In a worker: a signal reached this worker, so the sweep starts no more units. Ctrl-C or a scheduler's
-    SIGTERM reaches every process of the group at once, and a worker can end its interrupted unit and take
-    the next one before the parent has set the event; the worker sets it itself, before it takes another.
-    Also the worker's SIGINT handler between units (_init_worker), where it waits on the parent's queue."""
+def stop_sweep() -> None:
+    """In a worker whose unit a signal stopped: start no more units, here or in any other worker. Ctrl-C or a
+    scheduler's SIGTERM reaches every process of the group at once, and a worker can end its interrupted unit
+    and take the next one before the parent has set the event; the worker sets it itself, before it takes
+    another. A no-op outside a worker."""
+    global _WORKER_SIGNALLED
     if _STOP is not None:
+        _WORKER_SIGNALLED = True
         _STOP.set()
+
+
+def _start_no_more_units(signum, frame) -> None:
+    """A worker's SIGINT handler between units. A flag only: a handler must not take the shared event's lock,
+    which the interrupted code of this thread may be holding (stopping() reads the event under it)."""
+    global _WORKER_SIGNALLED
+    _WORKER_SIGNALLED = True
 
 
 def step_counter() -> Callable[[int], None] | None:
@@ -179,7 +190,7 @@ def _init_worker(parent_pid: int, counter, stop, steps, threads: int, gpus: int)
     # Between units Ctrl-C only says "start no more units" (the parent decides what happens next) and SIGTERM
     # ends the worker; during a unit, train_pack() handles both: it stops at the next step boundary with a
     # checkpoint, and run_unit() then says "start no more units" too.
-    signal.signal(signal.SIGINT, stop_sweep)
+    signal.signal(signal.SIGINT, _start_no_more_units)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     die_with_parent(parent_pid)
     with counter.get_lock():
