@@ -183,6 +183,12 @@ def train(
                            help="With --tune: successive halving first (every value to a fraction of the budget, "
                            "the best 1/eta go on; halving.eta, halving.min_fraction).")
     ] = False,
+    extend: Annotated[
+        bool, typer.Option("--extend", rich_help_panel=RUN_PANEL,
+                           help="Train the completed runs of this sweep on to this config's larger train.steps, "
+                           "each in its own folder from its last checkpoint (the same numbers as a run trained "
+                           "straight to it; only train.steps may differ; not with schedule cosine).")
+    ] = False,
 ) -> None:
     """Train every run of CONFIG's sweep (one run folder each), then print the comparison.
 
@@ -219,6 +225,8 @@ def train(
     from lstmlab.run.options import UnitOptions
     from lstmlab.run.sweep import exit_code, run_sweep
 
+    if extend and not restart:  # first: the continued runs then hold this config, which the check below reads
+        _extend_runs(cfg, runs_dir, data_dir, console)
     check_experiment(cfg, runs_dir, allow_mixed=allow_mixed_configs, restart=restart)  # one config per folder
 
     if tensorboard is not None:  # the extra is installed and the folder writable, or nothing starts
@@ -249,6 +257,28 @@ def train(
         _console(stderr=True).print("interrupted: checkpoints saved; run the same command again to resume")
     if code:
         raise typer.Exit(code)
+
+
+def _extend_runs(cfg, runs_dir: Path, data_dir: Path, console) -> None:
+    """train --extend: make every completed run of a smaller train.steps an unfinished run of this config
+    (lstmlab.run.extend), which the sweep then resumes; a schedule that depends on train.steps is refused."""
+    from lstmlab.errors import ConfigError
+    from lstmlab.files import make_folder
+    from lstmlab.run.extend import continue_shorter
+    from lstmlab.run.sweep import distinct_points
+
+    if cfg.train.schedule == "cosine":
+        raise ConfigError("--extend: train.schedule cosine decays over train.steps, so a run trained to fewer steps "
+                          "cannot go on as the longer run; use constant or plateau, or train new runs")
+    if not (runs_dir / cfg.experiment).is_dir():
+        return
+    make_folder(runs_dir / cfg.experiment, "--runs-dir")  # the same checks as before a sweep writes there
+
+    def log(line: str) -> None:
+        console.print(line, markup=False)
+
+    continued = continue_shorter(distinct_points(cfg, log), tuple(cfg.sweep), runs_dir, data_dir, log)
+    log(f"--extend: {continued} completed run(s) go on to {cfg.train.steps:,} steps")
 
 
 def _train_search(cfg, runs_dir: Path, data_dir: Path, console, **sweep_options) -> None:

@@ -342,3 +342,35 @@ def test_the_config_section_alone_starts_the_search_and_stays_out_of_run_folders
     for folder in (tmp_path / "runs" / "tiny").iterdir():
         saved = yaml.safe_load((folder / "config.yaml").read_text())
         assert "tune" not in saved and "halving" not in saved and saved["train"]["lr"] in (0.001, 0.002)
+
+
+def test_train_extend_trains_completed_runs_on_to_more_steps(tmp_path):
+    """A study that stopped too early is trained on where it stands: `--set train.steps=20 --extend` continues
+    the runs completed at 10 steps in their folders and gives the numbers of runs trained straight to 20."""
+    config = write_config(tmp_path / "c.yaml", {**TINY, "sweep": {"train.seed": [0, 1]}})  # TINY: 20 steps
+    assert train(tmp_path, config, "--set", "train.steps=10").exit_code == 0
+    refused = train(tmp_path, config)  # 20 steps without --extend: another config, and the way out is named
+    assert refused.exit_code == 2 and "train.steps (10 there, 20 here)" in " ".join(refused.output.split())
+    assert "pass --extend" in " ".join(refused.output.split())
+    result = train(tmp_path, config, "--extend")
+    output = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "L1-lstm-s0: continues from step 10 to 20" in output and "2 completed run(s) go on to 20 steps" in output
+    straight = CliRunner().invoke(app, ["train", str(config), "--runs-dir", str(tmp_path / "straight"),
+                                        "--data-dir", str(tmp_path / "data"), "-q"])
+    assert straight.exit_code == 0, straight.output
+    for name in ("L1-lstm-s0", "L1-lstm-s1"):
+        a, b = RunFolder(tmp_path / "straight" / "tiny" / name), RunFolder(tmp_path / "runs" / "tiny" / name)
+        assert b.summary()["status"] == "completed" and b.summary()["step"] == 20
+        assert a.config() == b.config()
+        rows = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "seq_per_s")} for r in f.metrics()]
+                for f in (a, b)]
+        assert rows[0] == rows[1]
+    again = train(tmp_path, config, "--extend")  # nothing left to continue or train
+    assert again.exit_code == 0 and "0 completed run(s) go on" in " ".join(again.output.split())
+
+
+def test_train_extend_refuses_a_schedule_that_depends_on_the_budget(tmp_path):
+    config = write_config(tmp_path / "c.yaml", {**TINY, "train": {**TINY["train"], "schedule": "cosine"}})
+    result = train(tmp_path, config, "--extend")
+    assert result.exit_code == 2 and "--extend: train.schedule cosine" in " ".join(result.output.split())

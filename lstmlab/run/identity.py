@@ -85,4 +85,10 @@ def check_experiment(cfg: ExperimentConfig, runs_dir: str | Path, allow_mixed: b
         "other runs, not the same ones again, and an experiment folder keeps one config (apart from its sweep "
         "axes) so that compare pools like with like. Nothing was trained. Give the new runs an experiment of "
         f"their own (--set experiment={suggestion}), another --runs-dir, or pass --allow-mixed-configs to add "
-        "them to this folder anyway")
+        "them to this folder anyway" + (
+            "; to train the runs there on to more steps instead, pass --extend"
+            if set(found) == {"train.steps"} and _larger(*found["train.steps"]) else ""))
+
+
+def _larger(old: Any, new: Any) -> bool:
+    return isinstance(old, int) and isinstance(new, int) and new > old
