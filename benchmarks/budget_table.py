@@ -56,12 +56,14 @@ def main() -> None:
     parser.add_argument("--by", action="append", default=[])
     parser.add_argument("--tune", action="append", default=[])
     parser.add_argument("--calls-only", action="store_true", help="the step columns alone")
+    parser.add_argument("--evidence", default="auto", help="as compare's --evidence: auto | means | solve-rate")
     args = parser.parse_args()
 
     readings: list[tuple[int, Comparison]] = []
     for n in (int(s) for s in args.steps.split(",")):
         readings.append(
-            (n, compare_runs(args.paths, by=tuple(args.by or ["model.layers"]), tune_keys=tuple(args.tune), at_step=n))
+            (n, compare_runs(args.paths, by=tuple(args.by or ["model.layers"]), tune_keys=tuple(args.tune), at_step=n,
+                         evidence=args.evidence))
         )
     widest = max((c for _, c in readings), key=lambda c: len(c.groups))  # a group may lack the late steps
     groups = [] if args.calls_only else [name(g.key) for g in widest.groups]
