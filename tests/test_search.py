@@ -264,6 +264,11 @@ def test_train_tune_end_to_end(tmp_path):
     assert again.exit_code == 0 and "completed (" not in again.output and f"train.lr={chosen}" in again.output
 
 
+def timeless_rows(run: RunFolder) -> list[dict]:
+    """metrics.csv without the columns that measure time."""
+    return [{k: v for k, v in row.items() if k not in ("elapsed_s", "seq_per_s")} for row in run.metrics()]
+
+
 def test_a_continued_run_is_the_run_trained_straight_to_the_longer_budget(tmp_path):
     from lstmlab.search import sweep_trainer
 
@@ -283,8 +288,7 @@ def test_a_continued_run_is_the_run_trained_straight_to_the_longer_budget(tmp_pa
     assert second.status == "completed" and "L1-lstm-s0: continues from step 10 to 20" in lines
     a, b = RunFolder(tmp_path / "a" / "tiny" / "L1-lstm-s0"), folder
     assert a.config() == b.config()
-    rows = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "seq_per_s")} for r in f.metrics()] for f in (a, b)]
-    assert rows[0] == rows[1]  # every evaluation, and the one test row at step 20
+    assert timeless_rows(a) == timeless_rows(b)  # every evaluation, and the one test row at step 20
     for key in ("step", "best_step", "best_val", "test_metric", "status"):
         assert a.summary()[key] == b.summary()[key], key
 
@@ -363,9 +367,7 @@ def test_train_extend_trains_completed_runs_on_to_more_steps(tmp_path):
         a, b = RunFolder(tmp_path / "straight" / "tiny" / name), RunFolder(tmp_path / "runs" / "tiny" / name)
         assert b.summary()["status"] == "completed" and b.summary()["step"] == 20
         assert a.config() == b.config()
-        rows = [[{k: v for k, v in r.items() if k not in ("elapsed_s", "seq_per_s")} for r in f.metrics()]
-                for f in (a, b)]
-        assert rows[0] == rows[1]
+        assert timeless_rows(a) == timeless_rows(b)
     again = train(tmp_path, config, "--extend")  # nothing left to continue or train
     assert again.exit_code == 0 and "0 completed run(s) go on" in " ".join(again.output.split())
 
