@@ -262,14 +262,11 @@ def train(
 def _extend_runs(cfg, runs_dir: Path, data_dir: Path, console) -> None:
     """train --extend: make every completed run of a smaller train.steps an unfinished run of this config
     (lstmlab.run.extend), which the sweep then resumes; a schedule that depends on train.steps is refused."""
-    from lstmlab.errors import ConfigError
     from lstmlab.files import make_folder
-    from lstmlab.run.extend import continue_shorter
+    from lstmlab.run.extend import check_schedule, continue_shorter
     from lstmlab.run.sweep import distinct_points
 
-    if cfg.train.schedule == "cosine":
-        raise ConfigError("--extend: train.schedule cosine decays over train.steps, so a run trained to fewer steps "
-                          "cannot go on as the longer run; use constant or plateau, or train new runs")
+    check_schedule(cfg, "--extend")
     if not (runs_dir / cfg.experiment).is_dir():
         return
     make_folder(runs_dir / cfg.experiment, "--runs-dir")  # the same checks as before a sweep writes there

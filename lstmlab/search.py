@@ -54,6 +54,7 @@ from lstmlab.analysis.compare.read import RunRecord, is_number, read_run
 from lstmlab.analysis.compare.tune import Tuning, tune
 from lstmlab.config import ExperimentConfig, get_dotted
 from lstmlab.errors import ConfigError
+from lstmlab.run.extend import check_schedule
 from lstmlab.run.folder import RunFolder, run_name
 from lstmlab.run.sweep import Outcome
 
@@ -325,9 +326,7 @@ def check(cfg: ExperimentConfig) -> None:
         if "train.steps" in cfg.sweep or key == "train.steps":
             raise ConfigError("--halving: train.steps is swept; halving cuts the budget itself, so it cannot be "
                               "an axis too")
-        if cfg.train.schedule == "cosine":
-            raise ConfigError("--halving: train.schedule cosine decays over train.steps, so a run stopped at a "
-                              "fraction of the budget cannot go on as the full run; use constant or plateau")
+        check_schedule(cfg, "--halving")
 
 
 def next_value(grid: list[Any], side: str) -> Any:

@@ -11,7 +11,8 @@ Only `train.steps` may differ, and only upward. The checkpoint a completed run k
 evaluation saves one, and the last step is evaluated), so the run goes on exactly where it stopped; its test
 row is dropped (a resumed run's test row was never committed) and written again when it completes. A run whose
 learning rate depends on the budget (schedule cosine) would not be the same run as one trained straight to T;
-the caller (lstmlab.search) refuses that schedule. Each step can be redone: killed half-way, the folder is
+check_schedule refuses that schedule
+(`train --halving` and `train --extend` call it). Each step can be redone: killed half-way, the folder is
 still either completed at b or continuable, and `continue_run` finishes the job the next time.
 """
 
@@ -22,8 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from lstmlab.config import ExperimentConfig
-from lstmlab.errors import UserError
+from lstmlab.errors import ConfigError, UserError
 from lstmlab.run.folder import RunBusy, RunFolder, run_name
+
+
+def check_schedule(cfg: ExperimentConfig, flag: str) -> None:
+    """ConfigError, naming `flag`, when the learning rate depends on train.steps: such a run stopped at fewer
+    steps is not the longer run's first part, so it cannot be continued into it."""
+    if cfg.train.schedule == "cosine":
+        raise ConfigError(f"{flag}: train.schedule cosine decays over train.steps, so a run trained to fewer steps "
+                          "cannot go on as the longer run; use constant or plateau")
 
 
 def continuable(run: RunFolder, config: dict[str, Any]) -> int | None:
