@@ -213,3 +213,27 @@ def test_a_worker_a_signal_stopped_takes_no_other_unit_before_the_parent_says_st
     assert [(o.status, o.path) for o in outcomes] == [("interrupted", None)]
     assert "not started" in outcomes[0].detail
     assert not (tmp_path / "runs" / "tiny" / second.names[0]).exists()
+
+
+def test_a_signal_raised_inside_a_library_callback_still_stops_as_an_interrupt():
+    """SIGTERM can land while pydantic runs one of a config's serializers (seen: `train --tune` stopped during
+    config.runs() exited 1 with PydanticSerializationError instead of 130). The signal's RunInterrupted comes
+    out of pydantic wrapped in its own error; sigterm_like_ctrl_c gives it back as the interrupt it is."""
+    import pydantic
+
+    from lstmlab.run.folder import RunInterrupted
+    from lstmlab.run.sweep import sigterm_like_ctrl_c
+
+    class Signalled(pydantic.BaseModel):
+        value: int = 0
+
+        @pydantic.field_serializer("value")
+        def _signal_here(self, value: int) -> int:
+            signal.raise_signal(signal.SIGTERM)  # a real SIGTERM, delivered inside pydantic's callback
+            return value
+
+    with pytest.raises(RunInterrupted) as caught, sigterm_like_ctrl_c():
+        Signalled().model_dump()
+    assert caught.value.signal == "SIGTERM" and type(caught.value.__cause__).__name__ == "PydanticSerializationError"
+    with pytest.raises(ValueError), sigterm_like_ctrl_c():  # with no signal, an error stays what it is
+        raise ValueError("not a signal")

@@ -331,7 +331,9 @@ def sigterm_like_ctrl_c() -> Iterator[None]:
     """In the main thread, SIGTERM raises a KeyboardInterrupt (RunInterrupted) as Ctrl-C does, so both stop
     a sweep the same way. Each signal is also recorded in _SIGNALLED: a KeyboardInterrupt raised where Python
     cannot propagate it (a finaliser, a callback) is printed and dropped, and the parallel loop would then go on
-    starting units; it checks SIGNALLED between its waits instead (lstmlab.run.executors.local)."""
+    starting units; it checks SIGNALLED between its waits instead (lstmlab.run.executors.local). One raised in a
+    library's callback may come out wrapped in that library's error (pydantic's serializers do): once a signal
+    was received, such an error leaves this block as the RunInterrupted it carries."""
     from lstmlab.run.executors.local import SIGNALLED
 
     SIGNALLED.clear()
@@ -347,6 +349,10 @@ def sigterm_like_ctrl_c() -> Iterator[None]:
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         yield
+    except Exception as e:
+        if SIGNALLED:  # the signal's RunInterrupted, wrapped where it was raised
+            raise RunInterrupted(SIGNALLED[-1]) from e
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
